@@ -14,6 +14,7 @@ __all__ = [
     "UnsupportedModelError",
     "AdapterError",
     "InputError",
+    "FileFormatError",
 ]
 
 
@@ -39,3 +40,7 @@ class AdapterError(ModelLoadError):
 
 class InputError(EmlensError, ValueError):
     """An argument or a piece of data has the wrong value, shape or type."""
+
+
+class FileFormatError(EmlensError):
+    """A file (direction, records, question set) is corrupt, truncated or of an unknown schema."""
