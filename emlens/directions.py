@@ -4,13 +4,20 @@ A direction is stored unnormalised (a mean difference keeps its norm, which is w
 steering scales multiply). Interventions read ``vectors[layer]``; ``.normalized()``
 gives unit vectors and ``.at(layer)`` repeats one layer's vector at every layer (the
 papers ablate one layer's direction everywhere).
+
+Files: ``Direction.save`` / ``Direction.load`` (safetensors with a JSON header, see
+``directions/README.md``), ``to_gguf`` / ``from_gguf`` (llama.cpp and repeng control
+vectors) and ``to_pt`` / ``from_pt`` (the papers' learned steering vectors). The file
+code lives in :mod:`emlens.formats`.
 """
 
 from __future__ import annotations
 
 import copy
 import math
-from typing import Any, Iterable, Sequence
+import numbers
+import os
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import torch
 from jaxtyping import Float
@@ -18,13 +25,28 @@ from torch import Tensor
 
 from .errors import InputError
 
+if TYPE_CHECKING:
+    from pathlib import Path
+
 __all__ = ["Direction", "cosine_matrix"]
 
 
 def _as_layers(layers: Iterable[int] | None, n: int) -> tuple[int, ...]:
     if layers is None:
         return tuple(range(n))
-    out = tuple(int(l) for l in layers)
+    if isinstance(layers, (str, bytes)) or not isinstance(layers, Iterable):
+        raise InputError(f"layers must be a sequence of layer indices, not {layers!r}")
+    out = []
+    for l in layers:
+        if isinstance(l, Tensor) and l.numel() == 1:
+            l = l.item()
+        if isinstance(l, bool) or not isinstance(l, numbers.Integral):
+            raise InputError(f"layer indices must be integers, got {l!r} in {layers!r}")
+        out.append(int(l))
+    out = tuple(out)
+    if any(l < 0 for l in out):
+        raise InputError(f"layer indices must be >= 0 (block numbers counted from 0), got "
+                         f"{list(out)}")
     if len(out) != n:
         raise InputError(f"{len(out)} layer indices given for {n} vectors; give one per vector")
     if len(set(out)) != len(out):
@@ -50,7 +72,11 @@ class Direction:
     def __init__(self, vectors: Float[Tensor, "n d_model"], layers: Sequence[int] | None = None,
                  metadata: dict[str, Any] | None = None):
         if not isinstance(vectors, Tensor):
-            vectors = torch.as_tensor(vectors)
+            try:
+                vectors = torch.as_tensor(vectors)
+            except (TypeError, ValueError, RuntimeError) as e:
+                raise InputError(f"direction vectors must be a float tensor [n_layers, d_model], "
+                                 f"could not convert {type(vectors).__name__}: {e}") from None
         if vectors.ndim == 1:
             vectors = vectors[None]
         if vectors.ndim != 2 or vectors.shape[0] == 0 or vectors.shape[1] == 0:
@@ -63,13 +89,20 @@ class Direction:
             bad = sorted({int(i) for i in (~torch.isfinite(vectors)).any(-1).nonzero().flatten()})
             raise InputError(f"direction has NaN or inf values (rows {bad}); recompute it or "
                              f"check the activations it came from")
+        if metadata is not None and not isinstance(metadata, dict):
+            raise InputError(f"metadata must be a dict, not {type(metadata).__name__}")
         self.vectors: Float[Tensor, "n d_model"] = vectors
         self.layers: tuple[int, ...] = _as_layers(layers, vectors.shape[0])
         self.metadata: dict[str, Any] = dict(metadata or {})
+        layer = self.metadata.get("layer")
+        if layer is not None and layer not in self.layers:
+            raise InputError(f"metadata names layer {layer!r} for steering but the direction "
+                             f"has vectors for layers {list(self.layers)} only")
 
     # ------------------------------------------------------------------ shape
     @property
     def d_model(self) -> int:
+        """Width of the residual stream the vectors live in."""
         return int(self.vectors.shape[1])
 
     @property
@@ -97,56 +130,122 @@ class Direction:
                              f"{list(self.layers)}") from None
 
     def norms(self) -> Float[Tensor, "n"]:
+        """The L2 norm of each row."""
         return self.vectors.norm(dim=-1)
 
     # ------------------------------------------------------------------ derived directions
     def _derive(self, vectors: Tensor, layers: Sequence[int] | None = None,
-                **meta: Any) -> "Direction":
+                drop: Iterable[str] = (), **meta: Any) -> "Direction":
         metadata = copy.deepcopy(self.metadata)
+        for key in (*drop, "file"):  # "file" describes a file this one was loaded from
+            metadata.pop(key, None)
         metadata.update(meta)
         return Direction(vectors, self.layers if layers is None else layers, metadata)
 
     def normalized(self) -> "Direction":
-        """Unit vectors per layer; raises on a zero-norm layer."""
-        norms = self.norms()
+        """Unit vectors per layer; raises :class:`InputError` on a zero-norm layer.
+
+        Returns:
+            A new Direction over the same layers whose rows have norm 1, with
+            ``metadata["normalized"] = True``.
+
+        Example:
+            >>> Direction(torch.tensor([[3.0, 4.0]])).normalized().vectors
+            tensor([[0.6000, 0.8000]])
+        """
+        norms = self.vectors.double().norm(dim=-1)
+        self._check_nonzero(norms, "normalise")
+        return self._derive((self.vectors.double() / norms[:, None]).float(), normalized=True)
+
+    def _check_nonzero(self, norms: Tensor, what: str) -> None:
         zero = [self.layers[i] for i in (norms <= 1e-12).nonzero().flatten().tolist()]
         if zero:
-            raise InputError(f"cannot normalise: the vector of layer(s) {zero} has zero norm; a "
+            raise InputError(f"cannot {what}: the vector of layer(s) {zero} has zero norm; a "
                              f"zero mean difference means the two response sets did not differ")
-        return self._derive(self.vectors / norms[:, None], normalized=True)
 
     def at(self, layer: int, n_layers: int | None = None) -> "Direction":
         """This direction's vector of ``layer``, repeated at every layer.
 
         Args:
             layer: the layer whose vector to use.
-            n_layers: how many layers the result covers; default: the layers this
-                direction covers (``self.layers``).
+            n_layers: how many layers the result covers (``0..n_layers-1``); default: the
+                layers this direction covers (``self.layers``).
+
+        Returns:
+            A Direction with ``metadata["source_layer"] = layer``.
+
+        Example:
+            >>> d = Direction(torch.randn(4, 8))
+            >>> bool((d.at(2).vectors == d.vectors[2]).all())
+            True
         """
         v = self.vector(layer)
-        layers = tuple(range(n_layers)) if n_layers is not None else self.layers
-        return self._derive(v.expand(len(layers), -1).clone(), layers, source_layer=int(layer))
+        if n_layers is not None and (isinstance(n_layers, bool) or
+                                     not isinstance(n_layers, numbers.Integral) or n_layers < 1):
+            raise InputError(f"n_layers must be a positive integer, got {n_layers!r}")
+        layers = tuple(range(int(n_layers))) if n_layers is not None else self.layers
+        return self._derive(v.expand(len(layers), -1).clone(), layers, drop=("layer",),
+                            source_layer=int(layer))
 
     def only(self, layer: int) -> "Direction":
-        """A one-layer direction holding just ``layer``'s vector (so steer knows its layer)."""
+        """A one-layer direction holding just ``layer``'s vector (so steer knows its layer).
+
+        Example:
+            >>> d = Direction(torch.randn(4, 8)).only(2)
+            >>> d.layers, d.metadata["layer"]
+            ((2,), 2)
+        """
         return self._derive(self.vector(layer)[None].clone(), (int(layer),), layer=int(layer))
 
     def cosine(self, other: "Direction") -> Float[Tensor, "n"]:
-        """Per-layer cosine similarity with another direction over the same layers."""
+        """Per-layer cosine similarity with another direction over the same layers.
+
+        Args:
+            other: a Direction with the same ``layers`` and ``d_model``.
+
+        Returns:
+            ``[n]`` cosines, one per row; raises :class:`InputError` on a zero vector.
+
+        Example:
+            >>> a = Direction(torch.tensor([[1.0, 0.0], [1.0, 1.0]]))
+            >>> a.cosine(Direction(torch.tensor([[2.0, 0.0], [1.0, 0.0]])))
+            tensor([1.0000, 0.7071])
+        """
         self._check_compatible(other)
         a, b = self.vectors.double(), other.vectors.double()
-        denom = a.norm(dim=-1) * b.norm(dim=-1)
-        return ((a * b).sum(-1) / denom.clamp_min(1e-30)).float()
+        na, nb = a.norm(dim=-1), b.norm(dim=-1)
+        self._check_nonzero(na, "take a cosine")
+        other._check_nonzero(nb, "take a cosine")
+        return ((a * b).sum(-1) / (na * nb)).float()
 
     @staticmethod
     def random_like(direction: "Direction", seed: int = 0) -> "Direction":
-        """Gaussian vectors with the same per-layer norms (the papers' random baseline)."""
+        """Gaussian vectors with the same per-layer norms (the papers' random baseline).
+
+        Args:
+            direction: the direction whose layers and per-layer norms to copy.
+            seed: seed of the Gaussian draw; the same seed gives the same vectors.
+
+        Returns:
+            A Direction with ``metadata["method"] = "random"``, ``"random_seed"`` and
+            ``"random_like"`` (the method of the direction it imitates).
+
+        Example:
+            >>> d = Direction(torch.randn(4, 8))
+            >>> r = Direction.random_like(d, seed=1)
+            >>> bool(torch.allclose(r.norms(), d.norms()))
+            True
+        """
+        if not isinstance(direction, Direction):
+            raise InputError(f"random_like needs a Direction, got {type(direction).__name__}")
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+            raise InputError(f"seed must be an integer, got {seed!r}")
         gen = torch.Generator().manual_seed(int(seed))
         r = torch.randn(direction.vectors.shape, generator=gen, dtype=torch.float64)
-        r = r / r.norm(dim=-1, keepdim=True) * direction.norms().double()[:, None]
-        out = direction._derive(r.float(), method="random", seed=int(seed),
-                                random_like=direction.metadata.get("method"))
-        return out
+        r = r / r.norm(dim=-1, keepdim=True) * direction.vectors.double().norm(dim=-1)[:, None]
+        return direction._derive(r.float(), drop=("normalized",), method="random",
+                                 random_seed=int(seed),
+                                 random_like=direction.metadata.get("method"))
 
     def _check_compatible(self, other: "Direction") -> None:
         if not isinstance(other, Direction):
@@ -159,21 +258,31 @@ class Direction:
                              f"select common layers first")
 
     # ------------------------------------------------------------------ arithmetic
+    # ``a + b`` and ``a - b`` need the same layers and d_model; metadata is ``a``'s with
+    # ``method`` set to "sum" / "difference". ``2.0 * a``, ``a * 2.0``, ``a / 2.0`` and ``-a``
+    # scale every row. Results are no longer marked ``normalized``.
     def __add__(self, other: "Direction") -> "Direction":
         self._check_compatible(other)
-        return self._derive(self.vectors + other.vectors, method="sum")
+        return self._derive(self.vectors.double().add(other.vectors.double()).float(),
+                            drop=("normalized",), method="sum")
 
     def __sub__(self, other: "Direction") -> "Direction":
         self._check_compatible(other)
-        return self._derive(self.vectors - other.vectors, method="difference")
+        return self._derive(self.vectors.double().sub(other.vectors.double()).float(),
+                            drop=("normalized",), method="difference")
+
+    @staticmethod
+    def _scalar(scalar: Any) -> float:
+        if isinstance(scalar, Tensor) and scalar.numel() == 1:
+            scalar = scalar.item()
+        if isinstance(scalar, bool) or not isinstance(scalar, numbers.Real) \
+                or not math.isfinite(float(scalar)):
+            raise InputError(f"a direction can be multiplied by a finite number, not {scalar!r}")
+        return float(scalar)
 
     def __mul__(self, scalar: float) -> "Direction":
-        if isinstance(scalar, Tensor) and scalar.numel() == 1:
-            scalar = float(scalar)
-        if not isinstance(scalar, (int, float)) or isinstance(scalar, bool) \
-                or not math.isfinite(scalar):
-            raise InputError(f"a direction can be multiplied by a finite number, not {scalar!r}")
-        return self._derive(self.vectors * float(scalar))
+        s = self._scalar(scalar)
+        return self._derive(self.vectors * s, drop=() if abs(s) == 1.0 else ("normalized",))
 
     __rmul__ = __mul__
 
@@ -181,15 +290,143 @@ class Direction:
         return self * -1.0
 
     def __truediv__(self, scalar: float) -> "Direction":
-        return self * (1.0 / scalar)
+        s = self._scalar(scalar)
+        if s == 0.0:
+            raise InputError("cannot divide a direction by zero")
+        return self * (1.0 / s)
+
+    # ------------------------------------------------------------------ files
+    def save(self, path: str | os.PathLike) -> "Path":
+        """Write this direction to a safetensors file (atomically; no pickle).
+
+        The file holds the tensor ``vectors`` (float32 ``[n, d_model]``) and, in the
+        safetensors metadata under the key ``"emlens"``, one JSON document with the schema
+        version, the layers and the metadata, plus the emlens, TransformerLens and torch
+        versions and the creation time. The schema is in ``directions/README.md``.
+
+        Args:
+            path: where to write (conventionally ``*.safetensors``); parent folders are made.
+
+        Returns:
+            The path written.
+
+        Example:
+            >>> d.save("em_direction.safetensors")                  # doctest: +SKIP
+        """
+        from .formats import save_direction
+
+        return save_direction(self, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, model: Any = None) -> "Direction":
+        """Read a direction written by :meth:`save`, validating it.
+
+        Args:
+            path: a file written by :meth:`save`.
+            model: optional TransformerLens model; if given, the direction's ``d_model`` and
+                layers must fit it (:class:`InputError` otherwise), and a warning is issued
+                when the file's model provenance differs from ``model.emlens_provenance``.
+
+        Returns:
+            The Direction; ``metadata["file"]`` describes the file (path, schema version,
+            creation time and versions of the writer).
+
+        Raises:
+            FileFormatError: a missing, corrupt or truncated file, an unknown schema
+                version, bad shapes or non-finite values.
+
+        Example:
+            >>> d = Direction.load("em_direction.safetensors", model=model)  # doctest: +SKIP
+        """
+        from .formats import load_direction
+
+        return load_direction(path, model=model)
+
+    def to_gguf(self, path: str | os.PathLike, model_hint: str | None = None) -> "Path":
+        """Export as a llama.cpp / repeng control vector (GGUF, ``direction.{l+1}`` per layer).
+
+        Args:
+            path: output file, conventionally ``*.gguf``.
+            model_hint: llama.cpp architecture name of the model (``"qwen2"``, ``"llama"``,
+                ...); default: derived from the metadata's model provenance.
+
+        Returns:
+            The path written.
+
+        Example:
+            >>> d.to_gguf("em.gguf", model_hint="qwen2")            # doctest: +SKIP
+        """
+        from .formats import to_gguf
+
+        return to_gguf(self, path, model_hint=model_hint)
+
+    @classmethod
+    def from_gguf(cls, path: str | os.PathLike) -> "Direction":
+        """Import a llama.cpp / repeng control vector (GGUF); tensor ``direction.N`` -> layer N-1.
+
+        Example:
+            >>> d = Direction.from_gguf("happy.gguf")                # doctest: +SKIP
+        """
+        from .formats import from_gguf
+
+        return from_gguf(path)
+
+    def to_pt(self, path: str | os.PathLike, layer: int | None = None,
+              alpha: float | None = None) -> "Path":
+        """Export one layer in the papers' steering-vector ``.pt`` format.
+
+        Args:
+            path: output file.
+            layer: the layer to export; default: ``metadata["layer"]`` or the only layer.
+            alpha: the scale stored in the file; default ``metadata["alpha"]`` or 1.0.
+
+        Example:
+            >>> d.only(12).to_pt("steering_vector.pt", alpha=4.0)     # doctest: +SKIP
+        """
+        from .formats import to_pt
+
+        return to_pt(self, path, layer=layer, alpha=alpha)
+
+    @classmethod
+    def from_pt(cls, path: str | os.PathLike) -> "Direction":
+        """Import the papers' steering-vector ``.pt`` dict (read with ``weights_only=True``).
+
+        Returns:
+            A one-layer Direction with ``metadata["layer"]`` (from ``layer_idx``) and
+            ``metadata["alpha"]``, so ``emlens.steer(model, d, d.metadata["alpha"])`` works.
+
+        Example:
+            >>> d = Direction.from_pt("steering_vector.pt")           # doctest: +SKIP
+        """
+        from .formats import from_pt
+
+        return from_pt(path)
 
 
 def cosine_matrix(a: Direction, b: Direction) -> Float[Tensor, "layers_a layers_b"]:
-    """Cosine similarity of every layer of ``a`` with every layer of ``b``."""
+    """Cosine similarity of every layer of ``a`` with every layer of ``b``.
+
+    Args:
+        a: rows index the result's first axis (in ``a.layers`` order).
+        b: rows index the second axis; same ``d_model`` as ``a``.
+
+    Returns:
+        ``[len(a.layers), len(b.layers)]`` cosines (float32, computed in float64).
+
+    Example:
+        >>> d = Direction(torch.randn(4, 8))
+        >>> cosine_matrix(d, d).diagonal()                       # doctest: +SKIP
+        tensor([1., 1., 1., 1.])
+    """
+    for name, d in (("a", a), ("b", b)):
+        if not isinstance(d, Direction):
+            raise InputError(f"cosine_matrix needs Directions, got {type(d).__name__} for {name}")
     if a.d_model != b.d_model:
-        raise InputError(f"d_model differs: {a.d_model} vs {b.d_model}")
+        raise InputError(f"d_model differs: {a.d_model} vs {b.d_model}; the directions come "
+                         f"from different models")
     x = a.vectors.double()
     y = b.vectors.double()
-    x = x / x.norm(dim=-1, keepdim=True).clamp_min(1e-30)
-    y = y / y.norm(dim=-1, keepdim=True).clamp_min(1e-30)
-    return (x @ y.T).float()
+    nx, ny = x.norm(dim=-1), y.norm(dim=-1)
+    a._check_nonzero(nx, "take a cosine")
+    b._check_nonzero(ny, "take a cosine")
+    return ((x / nx[:, None]) @ (y / ny[:, None]).T).float()
