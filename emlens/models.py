@@ -672,6 +672,9 @@ def load_model(
 
     from transformer_lens.model_bridge import TransformerBridge
 
+    from ._compat import patch_transformer_lens
+
+    patch_transformer_lens()
     probe, reference = _reference_logits(hf_model)
     boot_name = str(base_source.path) if base_source else (getattr(hf_model, "name_or_path", "")
                                                              or "external")
