@@ -35,6 +35,13 @@ _EXPORTS = {
     "ablate": "interventions",
     "orthogonalize": "interventions",
     "save_model": "interventions",
+    "ProvenanceWarning": "formats",
+    "load_questions": "evaluation",
+    "builtin_questions": "evaluation",
+    "judge": "evaluation",
+    "em_stats": "evaluation",
+    "sample": "sampling",
+    "sweep": "sweeps",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -59,4 +66,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs
     from .errors import EmlensError
     from .interventions import ablate, orthogonalize, save_model, steer
     from .models import hook_name, load_model, model_dims
+    from .evaluation import builtin_questions, em_stats, judge, load_questions
+    from .formats import ProvenanceWarning
     from .records import load_records, select_responses
+    from .sampling import sample
+    from .sweeps import sweep
