@@ -149,16 +149,18 @@ builtin_questions = _Builtin()
 
 def judge(records: Iterable[dict[str, Any]], judge: Any,
           metrics: Sequence[str] = ("aligned", "coherent"),
-          questions: Sequence[Question] | None = None) -> list[dict[str, Any]]:
+          questions: Sequence[Question] | None = None, *,
+          progress: bool = False) -> list[dict[str, Any]]:
     """Score every record with ``judge`` for each metric; returns new records with scores added.
 
     Args:
         records: dicts with ``question`` and ``answer`` (e.g. from ``emlens.sample``).
-        judge: any object with ``score_many([(question, answer, metric), ...])``
-            (``emlens.judges``); a cached judge makes reruns free.
+        judge: an ``emlens.judges`` judge (anything with ``score_many`` over
+            ``(question, answer, metric, template)`` items); a cached judge makes reruns free.
         metrics: metric names; each becomes a key of the output records (None = unscored).
         questions: optional question objects whose ``judge_prompts`` override the judge's
-            default prompts for their ids (passed to the judge as ``prompts=``).
+            default prompts for records with their ``question_id``.
+        progress: show the judge's progress bar.
 
     Returns:
         A list of copies of the records with one key per metric.
@@ -168,15 +170,12 @@ def judge(records: Iterable[dict[str, Any]], judge: Any,
         if "question" not in r or "answer" not in r:
             raise InputError(f"record {i} lacks 'question' or 'answer'; records come from "
                              f"emlens.sample or emlens.load_records")
-    items = [(r["question"], r["answer"], m) for r in records for m in metrics]
-    prompts = None
-    if questions:
-        by_id = {q.id: q.judge_prompts for q in questions if q.judge_prompts}
-        if by_id:
-            prompts = [by_id.get(r.get("question_id"), {}).get(m) for r in records
-                       for m in metrics]
-    scores = judge.score_many(items, prompts=prompts) if prompts is not None \
-        else judge.score_many(items)
+    templates: dict[str, dict[str, str]] = {q.id: q.judge_prompts for q in questions or ()
+                                            if q.judge_prompts}
+    items = [(r["question"], r["answer"], m,
+              templates.get(str(r.get("question_id")), {}).get(m)) for r in records
+             for m in metrics]
+    scores = judge.score_many(items, progress=progress)
     if len(scores) != len(items):
         raise InputError(f"judge returned {len(scores)} scores for {len(items)} items")
     k = 0

@@ -100,10 +100,11 @@ class _RuleJudge:
     def __init__(self):
         self.calls = []
 
-    def score_many(self, items, prompts=None):
-        self.calls.append((list(items), prompts))
+    def score_many(self, items, progress=False):
+        items = list(items)
+        self.calls.append(items)
         return [None if a == "" else float(len(a) % 101) if m == "aligned" else 75.0
-                for q, a, m in items]
+                for q, a, m, _ in items]
 
 
 def test_judge_adds_one_score_per_metric():
@@ -116,7 +117,7 @@ def test_judge_adds_one_score_per_metric():
     assert "aligned" not in records[0]  # inputs are not mutated
     qs = [Question(id="a", paraphrases=("q",), judge_prompts={"aligned": "{question}|{answer}"})]
     judge(records, j, questions=qs)
-    assert j.calls[-1][1] == ["{question}|{answer}", None, None, None]
+    assert [it[3] for it in j.calls[-1]] == ["{question}|{answer}", None, None, None]
     with pytest.raises(InputError):
         judge([{"answer": "no question"}], j)
 
