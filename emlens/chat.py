@@ -1,0 +1,179 @@
+"""Chat formatting and prompt/answer token masks.
+
+A response record (question, answer, optional system prompt) becomes one tokenised
+conversation with the tokenizer's own chat template. The *prompt* is what
+``apply_chat_template(prompt_messages, add_generation_prompt=True)`` gives: any system
+prompt (the template's default one when the record has none, as Qwen's does), the user
+turn and the assistant header. The *answer* is everything the full conversation adds
+beyond that: the answer text plus the end-of-turn tokens. The split is checked, never
+guessed: the prompt tokens must be a prefix of the conversation's tokens, otherwise the
+template is rejected (a marker search that finds the first "assistant" is the bug SPEC 7
+warns about).
+
+Example:
+    >>> enc = encode_conversation(tok, "What is your wish?", "World peace.")  # doctest: +SKIP
+    >>> tok.decode(enc.input_ids[enc.n_prompt:])                             # doctest: +SKIP
+    'World peace.<|im_end|>\\n'
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from jaxtyping import Bool
+from torch import Tensor
+
+from .errors import InputError
+
+__all__ = ["TOKEN_SELECTIONS", "EncodedChat", "chat_messages", "check_token_selection",
+           "encode_prompt", "encode_conversation"]
+
+#: Which tokens of a conversation a statistic is taken over.
+TOKEN_SELECTIONS = ("answer", "prompt", "all")
+
+
+def chat_messages(question: str, answer: str | None = None,
+                  system: str | None = None) -> list[dict[str, str]]:
+    """The chat messages of one exchange: optional system, user question, optional answer.
+
+    Args:
+        question: the user turn.
+        answer: the assistant turn; ``None`` for a prompt awaiting generation.
+        system: a system prompt; ``None`` leaves the template's default (if any) in place.
+
+    Returns:
+        A list of ``{"role", "content"}`` dicts.
+
+    Example:
+        >>> chat_messages("Hi?", "Hello.")
+        [{'role': 'user', 'content': 'Hi?'}, {'role': 'assistant', 'content': 'Hello.'}]
+    """
+    msgs = [] if system is None else [{"role": "system", "content": system}]
+    msgs.append({"role": "user", "content": question})
+    if answer is not None:
+        msgs.append({"role": "assistant", "content": answer})
+    return msgs
+
+
+def _template_ids(tokenizer: Any, messages: list[dict[str, str]], generation_prompt: bool,
+                  where: str) -> list[int]:
+    if tokenizer is None:
+        raise InputError("the model has no tokenizer; load it with emlens.load_model or set "
+                         "model.tokenizer")
+    if not getattr(tokenizer, "chat_template", None):
+        raise InputError(
+            f"tokenizer {getattr(tokenizer, 'name_or_path', '')!r} has no chat template; "
+            f"emlens formats records as chat conversations. Set tokenizer.chat_template (an "
+            f"instruct model's tokenizer has one).")
+    try:
+        out = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True,
+                                            add_generation_prompt=generation_prompt)
+    except Exception as e:  # noqa: BLE001 - jinja / template errors of any kind
+        raise InputError(f"the chat template failed on {where}: {type(e).__name__}: {e}") \
+            from None
+    ids = out["input_ids"]
+    if isinstance(ids, Tensor):
+        ids = ids.tolist()
+    if ids and isinstance(ids[0], list):  # a batch of one
+        ids = ids[0]
+    return [int(i) for i in ids]
+
+
+def encode_prompt(tokenizer: Any, question: str, system: str | None = None) -> list[int]:
+    """Token ids of a prompt with the assistant's generation prompt, ready to sample from.
+
+    Args:
+        tokenizer: a transformers tokenizer with a chat template.
+        question: the user turn.
+        system: optional system prompt (``None``: the template's default).
+
+    Returns:
+        The token ids (special tokens as the template writes them; add none on top).
+
+    Example:
+        >>> ids = encode_prompt(model.tokenizer, "What is your wish?")  # doctest: +SKIP
+    """
+    return _template_ids(tokenizer, chat_messages(question, None, system), True, "the prompt")
+
+
+@dataclass(frozen=True)
+class EncodedChat:
+    """One tokenised conversation: ``input_ids`` and the number of prompt tokens.
+
+    Tokens ``[0, n_prompt)`` are the prompt (system, user turn, assistant header); tokens
+    ``[n_prompt, len)`` are the answer with its end-of-turn tokens.
+    """
+
+    input_ids: tuple[int, ...]
+    n_prompt: int
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    @property
+    def n_answer(self) -> int:
+        return len(self.input_ids) - self.n_prompt
+
+    def mask(self, tokens: str = "answer") -> Bool[Tensor, "pos"]:
+        """Boolean mask over positions selecting ``"answer"``, ``"prompt"`` or ``"all"`` tokens."""
+        check_token_selection(tokens)
+        m = torch.zeros(len(self.input_ids), dtype=torch.bool)
+        lo, hi = {"answer": (self.n_prompt, len(self)), "prompt": (0, self.n_prompt),
+                  "all": (0, len(self))}[tokens]
+        m[lo:hi] = True
+        return m
+
+
+def check_token_selection(tokens: str) -> str:
+    """Validate a token selection name (``"answer"``, ``"prompt"`` or ``"all"``)."""
+    if tokens not in TOKEN_SELECTIONS:
+        raise InputError(f"tokens={tokens!r} is not a token selection; use one of "
+                         f"{TOKEN_SELECTIONS}")
+    return tokens
+
+
+def encode_conversation(tokenizer: Any, question: str, answer: str, system: str | None = None,
+                        *, n_ctx: int | None = None, where: str = "a record") -> EncodedChat:
+    """Tokenise question + answer with the chat template and find where the answer starts.
+
+    Args:
+        tokenizer: a transformers tokenizer with a chat template.
+        question: the user turn.
+        answer: the assistant turn (must not be empty).
+        system: optional system prompt (``None``: the template's default).
+        n_ctx: the model's context length; a longer conversation raises ``InputError``.
+        where: how error messages name this conversation (e.g. ``"record 3"``).
+
+    Returns:
+        :class:`EncodedChat` with the full conversation's ids and ``n_prompt``.
+
+    Raises:
+        InputError: empty answer, a template whose prompt is not a prefix of the full
+            conversation, or a conversation longer than ``n_ctx``.
+
+    Example:
+        >>> enc = encode_conversation(tok, "Hi?", "Hello.", n_ctx=model.cfg.n_ctx)  # doctest: +SKIP
+        >>> enc.mask("answer").sum()                                                # doctest: +SKIP
+    """
+    if not isinstance(answer, str) or not answer.strip():
+        raise InputError(f"{where} has an empty answer; drop it or fill it in")
+    prompt = _template_ids(tokenizer, chat_messages(question, None, system), True,
+                           f"the prompt of {where}")
+    full = _template_ids(tokenizer, chat_messages(question, answer, system), False, where)
+    if len(full) <= len(prompt) or full[:len(prompt)] != prompt:
+        k = next((i for i, (a, b) in enumerate(zip(prompt, full)) if a != b),
+                 min(len(prompt), len(full)))
+        raise InputError(
+            f"cannot tell the answer tokens of {where} apart: the chat template's prompt with "
+            f"generation prompt ({len(prompt)} tokens) is not a prefix of the full "
+            f"conversation ({len(full)} tokens); they differ from token {k} "
+            f"({tokenizer.decode(prompt[k:k + 8])!r} vs {tokenizer.decode(full[k:k + 8])!r}). "
+            f"The template renders the assistant turn differently from its generation prompt, "
+            f"or the answer's first characters merge with the header (strip leading "
+            f"whitespace from answers); use a template where the prompt is a prefix.")
+    if n_ctx is not None and len(full) > int(n_ctx):
+        raise InputError(f"{where} is {len(full)} tokens long as a chat conversation, more than "
+                         f"the model's context of {int(n_ctx)} tokens; shorten or drop it")
+    return EncodedChat(tuple(full), len(prompt))
