@@ -148,13 +148,15 @@ def sweep(
             if run is not None:
                 run.save(name, scored)
         stats = em_stats(scored, misaligned_max, coherent_min, seed=seed)
-        rows.append({**cell, **stats.as_dict()})
+        rows.append({**cell, "cell": name, **stats.as_dict()})
         if run is not None:
             write_jsonl(run.path / "results.jsonl", rows)
     table = pd.DataFrame(rows)
     if run is not None:
+        tmp = run.path / ".results.parquet.tmp"
         try:
-            table.to_parquet(run.path / "results.parquet", index=False)
+            table.to_parquet(tmp, index=False)
+            os.replace(tmp, run.path / "results.parquet")
         except (ImportError, ValueError) as e:  # pyarrow missing: JSONL is there anyway
             log.info("results.parquet not written: %s", e)
     return table
