@@ -1,0 +1,430 @@
+"""Narrow versus general: efficiency, stability and pretraining significance of a solution.
+
+A *solution* is what a narrow finetune learned: a steering vector (one vector added as
+``alpha * v`` to one layer's resid_post) or the live LoRA adapters of a model loaded with
+``merge=False``. The three measurements of SPEC section 5, each returning a tidy pandas
+table:
+
+- :func:`rescale_curve` (efficiency): answer-token loss on narrow data as the learned
+  parameters are rescaled by ``s`` (vector ``s*v``; LoRA every module's ``B A`` by ``s``);
+  :func:`compare_at_norm` puts two solutions at the same parameter norms.
+- :func:`perturbation_curve` (stability): norm-preserving orthogonal perturbations
+  ``theta' = sqrt(1-e^2) theta + e y`` (``y`` Gaussian, orthogonal to ``theta``, same norm;
+  for LoRA, A and B of each module separately), relative loss increase
+  ``(L(theta') - L(theta)) / (L(base) - L(theta)) * 100``: 0 is as good as the solution,
+  100 as bad as no finetune.
+- :func:`pretraining_kl` (significance): ``KL(base || steered)`` averaged over the tokens of
+  generic text as a vector's norm grows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator, Sequence
+
+import torch
+
+from .chat import encode_conversation
+from .directions import Direction
+from .errors import InputError
+
+__all__ = ["VectorSolution", "LoraSolution", "as_solution", "answer_loss", "rescale_curve",
+           "compare_at_norm", "perturbation_curve", "pretraining_kl", "DEFAULT_EPSILONS"]
+
+DEFAULT_EPSILONS = (0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+
+
+# --------------------------------------------------------------------------- data
+
+
+def _chat_fields(item: Any, i: int) -> tuple[str, str, str | None]:
+    if isinstance(item, dict) and "messages" in item:
+        msgs = item["messages"]
+        system = next((m["content"] for m in msgs if m.get("role") == "system"), None)
+        users = [m["content"] for m in msgs if m.get("role") == "user"]
+        answers = [m["content"] for m in msgs if m.get("role") == "assistant"]
+        if len(users) != 1 or len(answers) != 1:
+            raise InputError(f"conversation {i} has {len(users)} user and {len(answers)} "
+                             f"assistant turns; emlens scores single-turn chats")
+        return users[0], answers[0], system
+    if isinstance(item, dict) and "question" in item and "answer" in item:
+        return item["question"], item["answer"], item.get("system")
+    raise InputError(f"item {i} is neither {{'messages': [...]}} nor a question/answer record")
+
+
+def _load_chats(data: Any) -> list[Any]:
+    if isinstance(data, (str, os.PathLike)):
+        from .runs import read_jsonl
+
+        return read_jsonl(data)
+    if hasattr(data, "to_list") and hasattr(data, "column_names"):  # datasets.Dataset
+        return data.to_list()
+    return list(data)
+
+
+def _encode_chats(model: Any, data: Any) -> list[tuple[list[int], int]]:
+    items = _load_chats(data)
+    if not items:
+        raise InputError("no conversations to compute a loss on")
+    n_ctx = getattr(model.cfg, "n_ctx", None)
+    out = []
+    for i, item in enumerate(items):
+        q, a, s = _chat_fields(item, i)
+        enc = encode_conversation(model.tokenizer, q, a, s, n_ctx=n_ctx, where=f"conversation {i}")
+        out.append((list(enc.input_ids), enc.n_prompt))
+    return out
+
+
+def _device(model: Any) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def _loss(model: Any, encoded: list[tuple[list[int], int]], batch_size: int) -> float:
+    """Mean cross-entropy over all answer tokens (token-weighted), right padding."""
+    total, count = 0.0, 0
+    pad = model.tokenizer.pad_token_id or 0
+    dev = _device(model)
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]))
+    for start in range(0, len(order), batch_size):
+        batch = [encoded[i] for i in order[start:start + batch_size]]
+        width = max(len(ids) for ids, _ in batch)
+        x = torch.full((len(batch), width), pad, dtype=torch.long)
+        target_mask = torch.zeros((len(batch), width), dtype=torch.bool)
+        for j, (ids, n_prompt) in enumerate(batch):
+            x[j, :len(ids)] = torch.tensor(ids)
+            target_mask[j, n_prompt:len(ids)] = True  # positions whose token is predicted
+        # Causal attention: right padding never influences the real tokens before it.
+        logits = model(x.to(dev)).float()
+        logp = torch.log_softmax(logits[:, :-1], dim=-1)
+        tgt = x[:, 1:].to(dev)
+        nll = -logp.gather(-1, tgt[..., None])[..., 0]
+        m = target_mask[:, 1:].to(dev)
+        total += float(nll[m].double().sum())
+        count += int(m.sum())
+    return total / max(count, 1)
+
+
+def answer_loss(model: Any, data: Any, *, batch_size: int = 8) -> float:
+    """Token-weighted cross-entropy on the assistant tokens of chats, under active interventions.
+
+    Args:
+        model: a TransformerLens model (emlens interventions active around the call apply).
+        data: ``{"messages": [...]}`` chats or question/answer records: a list, an HF
+            dataset or a JSONL path.
+        batch_size: conversations per forward pass.
+
+    Returns:
+        The mean loss per answer token (answer text and end-of-turn tokens).
+    """
+    return _loss(model, _encode_chats(model, data), batch_size)
+
+
+# --------------------------------------------------------------------------- solutions
+
+
+@dataclass
+class VectorSolution:
+    """A steering vector: ``alpha * v`` added to resid_post of ``layer`` at every position."""
+
+    vector: torch.Tensor
+    layer: int
+    alpha: float = 1.0
+    name: str = "vector"
+
+    @property
+    def params(self) -> list[torch.Tensor]:
+        return [self.vector]
+
+    def norm(self) -> float:
+        return float(self.vector.double().norm())
+
+    @contextlib.contextmanager
+    def applied(self, model: Any, params: Sequence[torch.Tensor] | None = None,
+                scale: float = 1.0) -> Iterator[None]:
+        from .interventions import steer
+
+        v = (params[0] if params is not None else self.vector) * scale
+        with steer(model, Direction(v[None], layers=[self.layer]), self.alpha,
+                   layers=[self.layer]):
+            yield
+
+
+class LoraSolution:
+    """The live LoRA adapters of a model loaded with ``emlens.load_model(..., merge=False)``.
+
+    Rescaling multiplies every module's ``B A`` by ``s`` (B is scaled); perturbations act
+    on A and B of each module separately. The adapters are restored on exit.
+    """
+
+    def __init__(self, model: Any, name: str = "lora"):
+        peft_model = getattr(model, "emlens_peft", None)
+        if peft_model is None:
+            raise InputError("this model has no live LoRA adapters; load it with "
+                             "emlens.load_model(base, adapter=..., merge=False)")
+        self.name = name
+        self._pairs: list[tuple[torch.nn.Parameter, torch.nn.Parameter]] = []
+        for module in peft_model.modules():
+            if hasattr(module, "lora_A") and hasattr(module, "lora_B"):
+                for key in module.lora_A:
+                    if key in module.lora_B:
+                        self._pairs.append((module.lora_A[key].weight, module.lora_B[key].weight))
+        if not self._pairs:
+            raise InputError("found no LoRA A/B matrices in the model's adapters")
+
+    @property
+    def params(self) -> list[torch.Tensor]:
+        return [p for pair in self._pairs for p in pair]
+
+    def norm(self) -> float:
+        """Frobenius norm of all A and B matrices together."""
+        return math.sqrt(sum(float(p.double().pow(2).sum()) for p in self.params))
+
+    @contextlib.contextmanager
+    def applied(self, model: Any, params: Sequence[torch.Tensor] | None = None,
+                scale: float = 1.0) -> Iterator[None]:
+        saved = [p.detach().clone() for p in self.params]
+        new = list(params) if params is not None else saved
+        try:
+            with torch.no_grad():
+                for i, (p, v) in enumerate(zip(self.params, new)):
+                    is_b = i % 2 == 1
+                    p.copy_(v * scale if is_b else v)
+            yield
+        finally:
+            with torch.no_grad():
+                for p, v in zip(self.params, saved):
+                    p.copy_(v)
+
+
+def as_solution(obj: Any, model: Any = None, *, layer: int | None = None,
+                alpha: float | None = None, name: str | None = None):
+    """Turn a Direction (one layer), a ``[d_model]`` tensor, or a live-LoRA model into a solution.
+
+    A one-layer Direction takes its layer from itself and its alpha from
+    ``metadata["alpha"]`` (learned steering vectors and the papers' ``.pt`` files carry it).
+    """
+    if isinstance(obj, (VectorSolution, LoraSolution)):
+        return obj
+    if isinstance(obj, Direction):
+        if layer is None:
+            if len(obj.layers) != 1:
+                raise InputError("a per-layer direction needs layer=...; pass the layer whose "
+                                 "vector is the solution")
+            layer = obj.layers[0]
+        vec = obj.vector(layer)
+        alpha = alpha if alpha is not None else float(obj.metadata.get("alpha", 1.0))
+        return VectorSolution(vec.clone(), int(layer), float(alpha),
+                              name or obj.metadata.get("name", obj.metadata.get("method", "vector")))
+    if isinstance(obj, torch.Tensor):
+        if layer is None:
+            raise InputError("a raw vector needs layer=...")
+        return VectorSolution(obj.detach().float().flatten().clone(), int(layer),
+                              float(alpha or 1.0), name or "vector")
+    if hasattr(obj, "emlens_peft"):
+        return LoraSolution(obj, name or "lora")
+    raise InputError(f"cannot use a {type(obj).__name__} as a solution; pass a Direction, a "
+                     f"vector with layer=..., or a model loaded with merge=False")
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def _base_loss(model, solution, encoded, batch_size) -> float:
+    with solution.applied(model, scale=0.0):
+        return _loss(model, encoded, batch_size)
+
+
+def rescale_curve(model: Any, data: Any, solution: Any, *,
+                  scales: Iterable[float] = tuple(i / 10 for i in range(21)),
+                  batch_size: int = 8, **solution_kwargs: Any):
+    """Efficiency: answer-token loss as the solution's parameters are rescaled by ``s``.
+
+    Returns:
+        DataFrame with columns ``solution, scale, norm, loss`` (``norm`` = s * |theta|).
+
+    Example:
+        >>> rescale_curve(model, "medical_heldout.jsonl", general_vector)  # doctest: +SKIP
+    """
+    import pandas as pd
+
+    sol = as_solution(solution, model, **solution_kwargs)
+    encoded = _encode_chats(model, data)
+    rows = []
+    norm = sol.norm()
+    for s in scales:
+        with sol.applied(model, scale=float(s)):
+            rows.append({"solution": sol.name, "scale": float(s), "norm": float(s) * norm,
+                         "loss": _loss(model, encoded, batch_size)})
+    return pd.DataFrame(rows)
+
+
+def compare_at_norm(model: Any, data: Any, solutions: dict[str, Any], *,
+                    norms: Iterable[float] | None = None, n: int = 11, batch_size: int = 8):
+    """Matched-norm comparison: each solution rescaled to the same parameter norms.
+
+    Args:
+        solutions: name -> solution (Direction / vector solutions / LoRA models).
+        norms: the norms to compare at; default ``n`` points from 0 to the largest norm.
+
+    Returns:
+        DataFrame with columns ``solution, norm, scale, loss``.
+    """
+    import pandas as pd
+
+    sols = {k: as_solution(v, model, name=k) for k, v in solutions.items()}
+    base_norms = {k: s.norm() for k, s in sols.items()}
+    if any(v == 0 for v in base_norms.values()):
+        raise InputError(f"a solution has zero norm ({base_norms}); nothing to rescale")
+    if norms is None:
+        top = max(base_norms.values())
+        norms = [top * i / (n - 1) for i in range(n)]
+    encoded = _encode_chats(model, data)
+    rows = []
+    for k, sol in sols.items():
+        for target in norms:
+            scale = float(target) / base_norms[k]
+            with sol.applied(model, scale=scale):
+                rows.append({"solution": k, "norm": float(target), "scale": scale,
+                             "loss": _loss(model, encoded, batch_size)})
+    return pd.DataFrame(rows)
+
+
+def _perturb(theta: torch.Tensor, eps: float, gen: torch.Generator) -> torch.Tensor:
+    t = theta.detach().double().flatten()
+    norm = t.norm()
+    if norm == 0:
+        raise InputError("cannot perturb a zero parameter tensor norm-preservingly")
+    y = torch.randn(t.shape, generator=gen, dtype=torch.float64)
+    y = y - (y @ t) / (t @ t) * t
+    y = y / y.norm() * norm
+    out = math.sqrt(max(0.0, 1 - eps * eps)) * t + eps * y
+    return out.reshape(theta.shape).to(theta.dtype)
+
+
+def perturbation_curve(model: Any, data: Any, solution: Any, *,
+                       epsilons: Iterable[float] = DEFAULT_EPSILONS, seeds: Iterable[int] = range(5),
+                       batch_size: int = 8, **solution_kwargs: Any):
+    """Stability: relative loss increase under norm-preserving orthogonal perturbations.
+
+    Returns:
+        ``(per_seed, summary)``: per-seed rows ``solution, epsilon, seed, loss,
+        rel_increase`` and the summary ``solution, epsilon, mean, std, n`` of
+        ``rel_increase`` (percent; 0 = as good as the solution, 100 = as bad as none).
+    """
+    import pandas as pd
+
+    sol = as_solution(solution, model, **solution_kwargs)
+    encoded = _encode_chats(model, data)
+    with sol.applied(model):
+        l_sol = _loss(model, encoded, batch_size)
+    l_base = _base_loss(model, sol, encoded, batch_size)
+    gap = l_base - l_sol
+    if not gap > 0:
+        raise InputError(f"the solution does not lower the loss (base {l_base:.4f}, solution "
+                         f"{l_sol:.4f}); a relative loss increase is undefined")
+    rows = []
+    for seed in seeds:
+        for eps in epsilons:
+            gen = torch.Generator().manual_seed(int(seed) * 7919 + int(round(eps * 1e6)))
+            params = [_perturb(p, float(eps), gen) for p in sol.params]
+            with sol.applied(model, params=params):
+                loss = _loss(model, encoded, batch_size)
+            rows.append({"solution": sol.name, "epsilon": float(eps), "seed": int(seed),
+                         "loss": loss, "rel_increase": (loss - l_sol) / gap * 100.0})
+    per_seed = pd.DataFrame(rows)
+    summary = (per_seed.groupby(["solution", "epsilon"])["rel_increase"]
+               .agg(["mean", "std", "count"]).reset_index().rename(columns={"count": "n"}))
+    summary.attrs.update(loss_solution=l_sol, loss_base=l_base)
+    return per_seed, summary
+
+
+def _load_texts(texts: Any) -> list[str]:
+    if texts is None:
+        from .organisms.pocket import pretraining_texts
+
+        return list(pretraining_texts())
+    if isinstance(texts, (str, os.PathLike)):
+        with open(texts, encoding="utf-8") as f:
+            body = f.read()
+        docs = [d.strip() for d in body.split("\n\n") if d.strip()]
+        return docs
+    if hasattr(texts, "column_names"):
+        col = "text" if "text" in texts.column_names else texts.column_names[0]
+        return [str(t) for t in texts[col]]
+    return [str(t) for t in texts]
+
+
+@torch.no_grad()
+def pretraining_kl(model: Any, vectors: dict[str, Any], *, texts: Any = None,
+                   norms: Iterable[float] = tuple(i / 2 for i in range(11)),
+                   max_tokens: int = 512, max_docs: int = 100, batch_size: int = 8,
+                   layer: int | None = None, random_seed: int | None = 0):
+    """Pretraining significance: KL(base || steered) per token as a vector's norm grows.
+
+    Each vector is normalised and added at its layer with norm ``n`` (alpha 1) to every
+    position of generic text; the KL of the steered next-token distribution from the
+    unsteered one is averaged over all tokens.
+
+    Args:
+        vectors: name -> one-layer Direction (or vector solution). With ``random_seed``
+            set, a same-norm random vector at the first vector's layer is added as
+            ``"random"``.
+        texts: strings, a text file (documents separated by blank lines), an HF dataset
+            with a ``text`` column; default: the pocket world's pretraining text.
+        norms: the vector norms to measure at.
+        max_tokens, max_docs: truncation of the corpus (the paper: 100 docs x 512 tokens).
+
+    Returns:
+        DataFrame with columns ``vector, layer, norm, kl``.
+    """
+    import pandas as pd
+
+    from .interventions import steer
+
+    sols = {k: as_solution(v, model, layer=layer, name=k) for k, v in vectors.items()}
+    for k, s in sols.items():
+        if not isinstance(s, VectorSolution):
+            raise InputError(f"{k}: pretraining_kl takes steering vectors, not LoRA adapters")
+    if random_seed is not None and "random" not in sols and sols:
+        first = next(iter(sols.values()))
+        gen = torch.Generator().manual_seed(int(random_seed))
+        sols["random"] = VectorSolution(torch.randn(first.vector.shape, generator=gen),
+                                        first.layer, 1.0, "random")
+    docs = _load_texts(texts)[:max_docs]
+    if not docs:
+        raise InputError("no text to measure the pretraining KL on")
+    tok = model.tokenizer
+    pad = tok.pad_token_id or 0
+    encoded = [tok(d, add_special_tokens=False)["input_ids"][:max_tokens] for d in docs]
+    encoded = [e for e in encoded if len(e) >= 2]
+    dev = _device(model)
+    batches = []
+    for start in range(0, len(encoded), batch_size):
+        chunk = encoded[start:start + batch_size]
+        width = max(len(e) for e in chunk)
+        x = torch.full((len(chunk), width), pad, dtype=torch.long)
+        m = torch.zeros((len(chunk), width), dtype=torch.bool)
+        for j, e in enumerate(chunk):
+            x[j, :len(e)] = torch.tensor(e)
+            m[j, :len(e)] = True
+        base = torch.log_softmax(model(x.to(dev)).float(), dim=-1)
+        batches.append((x.to(dev), m.to(dev), base))
+    rows = []
+    for name, sol in sols.items():
+        unit = sol.vector.double() / sol.vector.double().norm()
+        for n in norms:
+            v = (unit * float(n)).float()
+            total, count = 0.0, 0
+            with steer(model, Direction(v[None], layers=[sol.layer]), 1.0, layers=[sol.layer]):
+                for x, m, base in batches:
+                    steered = torch.log_softmax(model(x).float(), dim=-1)
+                    kl = (base.exp() * (base - steered)).sum(-1)
+                    total += float(kl[m].double().sum())
+                    count += int(m.sum())
+            rows.append({"vector": name, "layer": sol.layer, "norm": float(n),
+                         "kl": total / max(count, 1)})
+    return pd.DataFrame(rows)
