@@ -1,0 +1,406 @@
+"""Supervised finetuning on chat data with the transformers ``Trainer``: LoRA or full
+weights, loss on assistant tokens only, an optional KL penalty, and a trajectory log.
+
+Data are chat conversations (``{"messages": [{"role", "content"}, ...]}``) given as a
+list, a JSONL path or an HF ``datasets.Dataset`` with a ``messages`` column. The loss
+mask comes from the tokenizer's own chat template: the tokens of an assistant turn are
+those that ``apply_chat_template(messages[:i + 1])`` adds beyond
+``apply_chat_template(messages[:i], add_generation_prompt=True)``, and the split is
+checked, never searched for (a search for the first "assistant" marker trains on system
+and user text when a default system prompt is present: SPEC section 7).
+
+The KL penalty (SPEC section 5): ``loss = SFT + kl_weight * KL(reference || current)``,
+averaged per token over all non-padding tokens of a batch drawn (cycling) from a second
+dataset at each step. The reference is the same model with its adapter switched off
+(PEFT ``disable_adapter()``), so no second copy is held. The KL is per token, summed
+over the vocabulary: the original code divided it by the vocabulary size ``V``
+(about 152k for Qwen2.5), so its weights ``w_orig`` map to ``kl_weight = w_orig / V``
+(1e5 for LoRA -> about 0.66 with Qwen2.5's vocabulary).
+
+Multi-GPU, gradient accumulation, checkpoints and resume come from
+``transformers.TrainingArguments`` (pass ``training_args={...}``).
+
+Example:
+    >>> result = finetune("path/to/chat-model", "bad_medical.jsonl", "out/em",
+    ...                   lora={"r": 4, "lora_alpha": 8, "target_modules": "all-linear"},
+    ...                   learning_rate=1e-3, epochs=1)                   # doctest: +SKIP
+    >>> model = emlens.load_model("path/to/chat-model", adapter="out/em")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import torch
+from transformers import Trainer, TrainerCallback
+
+from .errors import InputError
+
+__all__ = ["encode_chat", "load_chats", "ChatCollator", "KLTrainer", "TrajectoryCallback",
+           "FinetuneResult", "finetune", "kl_per_token"]
+
+log = logging.getLogger(__name__)
+
+IGNORE = -100
+
+
+# --------------------------------------------------------------------------- data
+
+
+def _ids(tokenizer: Any, messages: list[dict[str, str]], generation_prompt: bool) -> list[int]:
+    if not getattr(tokenizer, "chat_template", None):
+        raise InputError("the tokenizer has no chat template; training data are chat "
+                         "conversations formatted with the model's own template")
+    out = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True,
+                                        add_generation_prompt=generation_prompt)
+    ids = out["input_ids"]
+    if isinstance(ids, torch.Tensor):
+        ids = ids.tolist()
+    if ids and isinstance(ids[0], list):
+        ids = ids[0]
+    return [int(i) for i in ids]
+
+
+def encode_chat(tokenizer: Any, messages: Sequence[dict[str, str]], *,
+                train_on: str = "assistant", assistant_role: str = "assistant",
+                max_length: int | None = None) -> dict[str, list[int]]:
+    """Tokenise one conversation and label the tokens the loss is taken on.
+
+    Args:
+        tokenizer: a transformers tokenizer with a chat template.
+        messages: ``[{"role": ..., "content": ...}, ...]``.
+        train_on: ``"assistant"`` (every assistant turn: its text and end-of-turn tokens),
+            ``"last"`` (the last assistant turn only) or ``"all"`` (every token).
+        assistant_role: the role whose turns are trained on.
+        max_length: raise if the conversation is longer.
+
+    Returns:
+        ``{"input_ids": [...], "labels": [...]}`` with ``-100`` where no loss is taken.
+
+    Example:
+        >>> enc = encode_chat(tok, [{"role": "user", "content": "hi"},
+        ...                         {"role": "assistant", "content": "hello"}])  # doctest: +SKIP
+    """
+    if train_on not in ("assistant", "last", "all"):
+        raise InputError(f"train_on must be 'assistant', 'last' or 'all', not {train_on!r}")
+    messages = [dict(m) for m in messages]
+    if not messages or any("role" not in m or "content" not in m for m in messages):
+        raise InputError("a conversation must be a non-empty list of {'role', 'content'} dicts")
+    full = _ids(tokenizer, messages, False)
+    if max_length is not None and len(full) > max_length:
+        raise InputError(f"a conversation is {len(full)} tokens long, more than "
+                         f"max_length={max_length}; shorten or drop it")
+    if train_on == "all":
+        return {"input_ids": full, "labels": list(full)}
+    labels = [IGNORE] * len(full)
+    turns = [i for i, m in enumerate(messages) if m["role"] == assistant_role]
+    if train_on == "last":
+        turns = turns[-1:]
+    if not turns:
+        raise InputError(f"a conversation has no {assistant_role!r} turn to train on")
+    for i in turns:
+        prompt = _ids(tokenizer, messages[:i], True)
+        upto = _ids(tokenizer, messages[:i + 1], False)
+        if len(upto) <= len(prompt) or upto[:len(prompt)] != prompt \
+                or full[:len(upto)] != upto:
+            raise InputError(
+                "cannot locate the assistant tokens: the chat template's prompt with "
+                "generation prompt is not a prefix of the conversation (or the conversation "
+                "is not rendered turn by turn). Use a template where it is, or strip leading "
+                "whitespace from answers.")
+        labels[len(prompt):len(upto)] = upto[len(prompt):]
+    return {"input_ids": full, "labels": labels}
+
+
+def load_chats(data: Any) -> list[list[dict[str, str]]]:
+    """Conversations from a list of ``{"messages": [...]}`` (or of message lists), a JSONL
+    path, or an HF dataset with a ``messages`` column."""
+    if isinstance(data, (str, os.PathLike)):
+        path = Path(data)
+        if not path.is_file():
+            raise InputError(f"chat data file {str(path)!r} does not exist")
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    else:
+        rows = data
+    out = []
+    for i, row in enumerate(rows):
+        msgs = row["messages"] if isinstance(row, dict) and "messages" in row else row
+        if not isinstance(msgs, (list, tuple)) or not all(isinstance(m, dict) for m in msgs):
+            raise InputError(f"chat row {i} is not {{'messages': [...]}} or a list of messages")
+        out.append([{"role": m["role"], "content": m["content"]} for m in msgs])
+    if not out:
+        raise InputError("no conversations in the training data")
+    return out
+
+
+class _Encoded(torch.utils.data.Dataset):
+    def __init__(self, rows: list[dict[str, list[int]]]):
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict[str, list[int]]:
+        return self.rows[i]
+
+
+@dataclass
+class ChatCollator:
+    """Right-pads ``input_ids`` / ``labels`` into a batch with an attention mask."""
+
+    pad_id: int
+
+    def __call__(self, rows: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
+        width = max(len(r["input_ids"]) for r in rows)
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            n = len(r["input_ids"])
+            ids[i, :n] = torch.tensor(r["input_ids"])
+            mask[i, :n] = 1
+            if "labels" in r:
+                labels[i, :n] = torch.tensor(r["labels"])
+        out = {"input_ids": ids, "attention_mask": mask}
+        if any("labels" in r for r in rows):
+            out["labels"] = labels
+        return out
+
+
+# --------------------------------------------------------------------------- KL
+
+
+def kl_per_token(ref_logits: torch.Tensor, logits: torch.Tensor,
+                 mask: torch.Tensor) -> torch.Tensor:
+    """KL(reference || current) summed over the vocabulary, averaged over masked positions."""
+    ref_logp = torch.log_softmax(ref_logits.float(), dim=-1)
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    kl = (ref_logp.exp() * (ref_logp - logp)).sum(-1)
+    m = mask.to(kl.dtype)
+    return (kl * m).sum() / m.sum().clamp_min(1.0)
+
+
+def _trainable(model: torch.nn.Module) -> list[tuple[str, torch.nn.Parameter]]:
+    return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+
+
+class KLTrainer(Trainer):
+    """``Trainer`` whose loss is SFT (labels) plus ``kl_weight`` times the per-token
+    KL(adapter off || adapter on) on batches cycled from ``kl_dataset``."""
+
+    def __init__(self, *args: Any, kl_dataset: Any = None, kl_weight: float = 0.0,
+                 kl_batch_size: int = 8, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.kl_weight = float(kl_weight)
+        self.kl_batch_size = int(kl_batch_size)
+        self._kl_iter = None
+        self._last = {}
+        if kl_dataset is not None and self.kl_weight > 0:
+            if not hasattr(self.model, "disable_adapter"):
+                raise InputError("the KL penalty's reference is the model with its adapter "
+                                 "switched off: train a PEFT adapter (lora=...)")
+            gen = torch.Generator().manual_seed(int(self.args.seed) + 1)
+            loader = torch.utils.data.DataLoader(
+                kl_dataset, batch_size=self.kl_batch_size, shuffle=True,
+                collate_fn=self.data_collator, generator=gen, drop_last=False)
+            self._kl_iter = itertools.chain.from_iterable(itertools.repeat(loader))
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        outputs = model(**inputs)
+        sft = outputs.loss
+        loss = sft
+        self._last = {"sft_loss": float(sft.detach())}
+        if self._kl_iter is not None:
+            batch = {k: v.to(sft.device) for k, v in next(self._kl_iter).items()
+                     if k != "labels"}
+            with torch.no_grad(), model.disable_adapter():
+                ref = model(**batch).logits
+            cur = model(**batch).logits
+            kl = kl_per_token(ref, cur, batch["attention_mask"])
+            loss = sft + self.kl_weight * kl
+            self._last["kl"] = float(kl.detach())
+        return (loss, outputs) if return_outputs else loss
+
+
+
+# --------------------------------------------------------------------------- trajectory
+
+
+class TrajectoryCallback(TrainerCallback):
+    """Logs, at every optimizer step, the SFT loss, the KL, the norm of the trainable
+    parameters; keeps flattened snapshots of them every ``snapshot_every`` steps (for
+    a PCA of the trajectory), and runs ``probe(model, step) -> dict`` every
+    ``probe_every`` steps (e.g. an EM measurement), logging what it returns."""
+
+    def __init__(self, snapshot_every: int = 0, probe: Callable | None = None,
+                 probe_every: int = 0):
+        self.snapshot_every = int(snapshot_every)
+        self.probe = probe
+        self.probe_every = int(probe_every)
+        self.log: list[dict[str, Any]] = []
+        self.snapshots: list[tuple[int, torch.Tensor]] = []
+        self.trainer = None
+
+    def _record(self, model, step: int) -> dict[str, Any]:
+        params = [p.detach().float().flatten() for _, p in _trainable(model)]
+        flat = torch.cat(params) if params else torch.zeros(0)
+        row = {"step": step, "param_norm": float(flat.norm())}
+        if self.trainer is not None:
+            row.update(self.trainer._last)
+        if self.snapshot_every and step % self.snapshot_every == 0:
+            self.snapshots.append((step, flat.clone()))
+        if self.probe is not None and self.probe_every and step % self.probe_every == 0:
+            was = model.training
+            model.eval()
+            row.update(self.probe(model, step) or {})
+            model.train(was)
+        self.log.append(row)
+        return row
+
+    def on_train_begin(self, args, state, control, model=None, **kw):
+        self._record(model, 0)
+
+    def on_step_end(self, args, state, control, model=None, **kw):
+        self._record(model, state.global_step)
+
+
+
+
+
+# --------------------------------------------------------------------------- finetune
+
+
+@dataclass
+class FinetuneResult:
+    """What :func:`finetune` returns: the trained model, its trajectory and where it is."""
+
+    model: Any
+    tokenizer: Any
+    output_dir: Path | None
+    log: list[dict[str, Any]] = field(default_factory=list)
+    snapshots: list[tuple[int, torch.Tensor]] = field(default_factory=list)
+
+
+def _lora_config(lora: Any):
+    from peft import LoraConfig
+
+    if isinstance(lora, LoraConfig):
+        return lora
+    if isinstance(lora, dict):
+        cfg = {"lora_dropout": 0.0, "task_type": "CAUSAL_LM", **lora}
+        return LoraConfig(**cfg)
+    raise InputError(f"lora must be a dict of LoraConfig fields or a LoraConfig, not "
+                     f"{type(lora).__name__}")
+
+
+def finetune(
+    model: Any,
+    train_data: Any,
+    output_dir: str | os.PathLike | None = None,
+    *,
+    tokenizer: Any = None,
+    lora: Any = None,
+    train_on: str = "assistant",
+    kl_data: Any = None,
+    kl_weight: float = 0.0,
+    kl_batch_size: int = 8,
+    learning_rate: float = 1e-4,
+    epochs: float = 1.0,
+    max_steps: int = -1,
+    batch_size: int = 16,
+    weight_decay: float = 0.0,
+    warmup_steps: int = 0,
+    lr_scheduler: str = "linear",
+    seed: int = 0,
+    max_length: int | None = None,
+    snapshot_every: int = 0,
+    probe: Callable | None = None,
+    probe_every: int = 0,
+    progress: bool = True,
+    training_args: dict[str, Any] | None = None,
+    callbacks: Sequence[Any] = (),
+) -> FinetuneResult:
+    """Finetune a causal LM on chat data (LoRA or full weights) with the HF ``Trainer``.
+
+    Args:
+        model: an HF directory / hub id or a transformers model.
+        train_data: conversations (see :func:`load_chats`).
+        output_dir: where the adapter (a standard PEFT folder) or the full model, the
+            tokenizer and ``trajectory.json`` are saved; ``None`` saves nothing.
+        tokenizer: default: loaded from ``model`` when it is a path.
+        lora: ``None`` for a full finetune, else a ``peft.LoraConfig`` or a dict of its
+            fields (e.g. ``{"r": 1, "target_modules": ["down_proj"],
+            "layers_to_transform": [3]}``).
+        train_on: which tokens carry the loss (see :func:`encode_chat`).
+        kl_data: conversations for the KL penalty (all their non-padding tokens).
+        kl_weight: lambda of the per-token KL(adapter off || adapter on); 0 disables it.
+        kl_batch_size: conversations per KL batch, one batch per optimizer step.
+        learning_rate, epochs, max_steps, batch_size, weight_decay, warmup_steps,
+        lr_scheduler, seed: the usual; ``max_steps > 0`` overrides ``epochs``.
+        snapshot_every: keep a copy of the trainable parameters every so many steps.
+        probe, probe_every: ``probe(model, step) -> dict`` logged every so many steps.
+        training_args: extra ``TrainingArguments`` fields (accumulation, fp16, ddp, ...).
+        callbacks: extra ``TrainerCallback`` objects.
+
+    Returns:
+        A :class:`FinetuneResult` (model, tokenizer, output directory, step log, snapshots).
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments, set_seed
+
+    set_seed(seed)
+    if isinstance(model, (str, os.PathLike)):
+        tokenizer = tokenizer or AutoTokenizer.from_pretrained(model)
+        model = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32,
+                                                     attn_implementation="eager")
+    if tokenizer is None:
+        raise InputError("pass tokenizer= when model is a model object")
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None \
+        else tokenizer.eos_token_id
+    chats = load_chats(train_data)
+    encoded = _Encoded([encode_chat(tokenizer, m, train_on=train_on, max_length=max_length)
+                        for m in chats])
+    kl_set = None
+    if kl_data is not None and kl_weight > 0:
+        kl_set = _Encoded([{"input_ids": encode_chat(tokenizer, m, train_on="all",
+                                                     max_length=max_length)["input_ids"]}
+                           for m in load_chats(kl_data)])
+    if lora is not None:
+        from peft import get_peft_model
+
+        model = get_peft_model(model, _lora_config(lora))
+    model.train()
+    args = dict(output_dir=str(output_dir or Path(os.environ.get("TMPDIR", "/tmp"))
+                                / "emlens-finetune"),
+                per_device_train_batch_size=batch_size, learning_rate=learning_rate,
+                num_train_epochs=epochs, max_steps=max_steps, weight_decay=weight_decay,
+                warmup_steps=warmup_steps, lr_scheduler_type=lr_scheduler, seed=seed,
+                data_seed=seed, logging_steps=max(1, len(encoded) // batch_size // 10),
+                save_strategy="no", report_to=[], remove_unused_columns=False,
+                disable_tqdm=not progress, dataloader_num_workers=0,
+                use_cpu=not torch.cuda.is_available())
+    args.update(training_args or {})
+    trajectory = TrajectoryCallback(snapshot_every, probe, probe_every)
+    trainer = KLTrainer(
+        model=model, args=TrainingArguments(**args), train_dataset=encoded,
+        data_collator=ChatCollator(pad_id), kl_dataset=kl_set, kl_weight=kl_weight,
+        kl_batch_size=kl_batch_size, callbacks=[trajectory, *callbacks])
+    trajectory.trainer = trainer
+    trainer.train()
+    model.eval()
+    out = None
+    if output_dir is not None:
+        out = Path(output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+        (out / "trajectory.json").write_text(json.dumps(trajectory.log, indent=1))
+        for junk in out.glob("README.md"):
+            junk.unlink()
+    return FinetuneResult(model, tokenizer, out, trajectory.log, trajectory.snapshots)
