@@ -37,9 +37,10 @@ hf_logging.disable_progress_bar()
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is stable on a shared box)")
     args = ap.parse_args()
-    torch.set_num_threads(2)
-    d_model, layers, new_tokens, batch, reps = (256, 4, 32, 8, 2) if args.quick else (512, 8, 64, 16, 3)
+    torch.set_num_threads(args.threads)
+    d_model, layers, new_tokens, batch, reps = (256, 4, 32, 8, 2) if args.quick else (512, 8, 64, 16, 5)
     root = Path(tempfile.mkdtemp(prefix="emlens-bench-sample-"))
     path = build_tiny_model("qwen2", root / "m", d_model=d_model, n_layers=layers, n_heads=8,
                             d_mlp=4 * d_model, vocab_size=32768)
