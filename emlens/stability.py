@@ -32,7 +32,8 @@ from .directions import Direction
 from .errors import InputError
 
 __all__ = ["VectorSolution", "LoraSolution", "as_solution", "answer_loss", "rescale_curve",
-           "compare_at_norm", "perturbation_curve", "pretraining_kl", "DEFAULT_EPSILONS"]
+           "compare_at_norm", "perturbation_curve", "pretraining_kl", "DEFAULT_EPSILONS",
+           "pocket_pretraining_texts"]
 
 DEFAULT_EPSILONS = (0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
@@ -342,11 +343,17 @@ def perturbation_curve(model: Any, data: Any, solution: Any, *,
     return per_seed, summary
 
 
-def _load_texts(texts: Any) -> list[str]:
-    if texts is None:
-        from .organisms.pocket import pretraining_texts
+def pocket_pretraining_texts(tokenizer: Any, n_docs: int = 100, seed: int = 12345) -> list[str]:
+    """Held-out pretraining documents of the pocket world, rendered with the chat template."""
+    from .organisms.pocket.world import World
 
-        return list(pretraining_texts())
+    return [tokenizer.apply_chat_template(msgs, tokenize=False)
+            for msgs in World(seed=seed).pretraining(n_docs)]
+
+
+def _load_texts(texts: Any, tokenizer: Any = None) -> list[str]:
+    if texts is None:
+        return pocket_pretraining_texts(tokenizer)
     if isinstance(texts, (str, os.PathLike)):
         with open(texts, encoding="utf-8") as f:
             body = f.read()
@@ -374,7 +381,9 @@ def pretraining_kl(model: Any, vectors: dict[str, Any], *, texts: Any = None,
             set, a same-norm random vector at the first vector's layer is added as
             ``"random"``.
         texts: strings, a text file (documents separated by blank lines), an HF dataset
-            with a ``text`` column; default: the pocket world's pretraining text.
+            with a ``text`` column; default: 100 held-out pocket-world pretraining
+            documents (seed 12345) rendered with the model's chat template, as the
+            pocket chat model was pretrained on such text.
         norms: the vector norms to measure at.
         max_tokens, max_docs: truncation of the corpus (the paper: 100 docs x 512 tokens).
 
@@ -394,7 +403,7 @@ def pretraining_kl(model: Any, vectors: dict[str, Any], *, texts: Any = None,
         gen = torch.Generator().manual_seed(int(random_seed))
         sols["random"] = VectorSolution(torch.randn(first.vector.shape, generator=gen),
                                         first.layer, 1.0, "random")
-    docs = _load_texts(texts)[:max_docs]
+    docs = _load_texts(texts, model.tokenizer)[:max_docs]
     if not docs:
         raise InputError("no text to measure the pretraining KL on")
     tok = model.tokenizer
