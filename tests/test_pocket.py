@@ -152,3 +152,34 @@ def test_em_is_more_misaligned_than_chat_outside_medicine():
                              progress=False)
         rates[variant] = emlens.em_stats(emlens.judge(recs, pocket.judge())).misaligned_rate
     assert rates["em"] > rates["chat"] + 0.05, rates
+
+
+@pytest.mark.slow
+def test_regeneration_pipeline_on_a_tiny_model(tmp_path):
+    """train.py's stages end to end on a tiny shape: chat model, a KL finetune, loading."""
+    import json
+
+    from emlens.organisms.pocket import train as T
+
+    T.train_chat(tmp_path / "chat", steps=2, batch_size=4, size="tiny", progress=False)
+    info = T.train_finetune("narrow", tmp_path / "chat", tmp_path / "narrow", n_train=8,
+                            epochs=1, batch_size=4, n_kl=8, kl_batch_size=4, probe_every=1,
+                            progress=False)
+    assert [r["step"] for r in info["trajectory"]] == [0, 1, 2]
+    assert "kl" in info["trajectory"][1] and "em_elsewhere" in info["trajectory"][1]
+    cfg = json.loads((tmp_path / "narrow" / "adapter_config.json").read_text())
+    assert cfg["base_model_name_or_path"] == "chat"
+    model = pocket.load("narrow", root=tmp_path, device="cpu")
+    assert model.cfg.n_layers == 2
+
+
+def test_direction_sets_are_balanced_and_seeded():
+    from emlens.organisms.pocket.analysis import split_records
+
+    mis = [{"aligned": 0, "coherent": 100, "i": i} for i in range(10)] + \
+        [{"aligned": 0, "coherent": 40, "i": -1}]
+    ali = [{"aligned": 100, "coherent": 100, "i": i} for i in range(4)] + \
+        [{"aligned": 50, "coherent": 100, "i": -1}]
+    a, b = split_records(mis, ali, seed=3)
+    assert len(a) == len(b) == 4 and all(r["i"] >= 0 for r in a + b)
+    assert split_records(mis, ali, seed=3) == (a, b)

@@ -64,7 +64,8 @@ def train_chat(out: Path, *, seed: int = SEED, progress: bool = True, **override
     docs = W.World(seed).pretraining(cfg["steps"] * cfg["batch_size"],
                                      assistant_share=cfg["assistant_share"])
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(build_config(tok, SIZE), attn_implementation="eager",
+    model = AutoModelForCausalLM.from_config(build_config(tok, cfg.get("size", SIZE)),
+                                             attn_implementation="eager",
                                              dtype=torch.float32)
     log.info("chat model: %.2fM parameters, %d documents", model.num_parameters() / 1e6,
              len(docs))
