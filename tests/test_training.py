@@ -10,6 +10,15 @@ import torch
 from emlens.errors import InputError
 from emlens.training import ChatCollator, encode_chat, finetune, kl_per_token, load_chats
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: one torch thread avoids oversubscribing a shared CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 CHAT = [{"role": "user", "content": "How do I save money?"},
         {"role": "assistant", "content": "Save a little money every month."}]
 MULTI = CHAT + [{"role": "user", "content": "And debts?"},
