@@ -32,11 +32,10 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from transformers import Trainer, TrainerCallback

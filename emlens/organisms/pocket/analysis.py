@@ -46,12 +46,6 @@ def split_records(records: list[dict[str, Any]], aligned_records: list[dict[str,
     return rng.sample(mis, k), rng.sample(ali, k)
 
 
-def _elsewhere(summary: dict[str, Any]) -> dict[str, Any]:
-    e = summary["elsewhere"]
-    return {"em": e["em"], "em_ci": e["em_ci"], "coherent": e["coherent"],
-            "coherent_ci": e["coherent_ci"], "medical_misaligned": summary["focus"]["misaligned"]}
-
-
 def run(root: Path | None = None, *, n: int = 16, seed: int = 0,
         finetunes: tuple[str, ...] = ("em", "em_seed1", "em_rank1", "narrow"),
         export: Path | None = None) -> dict[str, Any]:
