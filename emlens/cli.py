@@ -232,13 +232,13 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_loader_demo
+    from .demo import run_demo
 
     out = Path(args.out)
-    summary = run_loader_demo(out)
+    summary = run_demo(out, n=args.n, seed=args.seed)
     for line in summary["lines"]:
         print(line)
-    print(f"results written to {out / 'summary.json'}")
+    print(f"open {out / 'report.html'} in a browser (it works offline)")
     return 0
 
 
@@ -288,10 +288,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run directory (rerun to resume)")
     p.set_defaults(func=_cmd_sweep)
 
-    p = sub.add_parser("demo", help="run the offline demo",
-                       description="Build a tiny model and a LoRA finetune locally, load them "
-                                   "with emlens and check them against plain transformers.")
+    p = sub.add_parser("demo", help="the research loop on the built-in organism, with a report",
+                       description="Load the pocket organism's chat model and EM finetunes, "
+                                   "sample and judge, compute mean-difference directions, "
+                                   "steer and ablate against random directions, compare "
+                                   "narrow and general, and write OUT/report.html.")
     p.add_argument("--out", default="emlens-demo", help="output directory (default: emlens-demo)")
+    p.add_argument("--n", type=int, default=4, help="answers per question per condition")
+    p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_demo)
     return parser
 

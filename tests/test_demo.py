@@ -1,0 +1,83 @@
+"""The demo on the pocket organism, and its report rendered by a real headless browser."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+
+import emlens
+from emlens.demo import run_demo
+from emlens.directions import Direction
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    summary = run_demo(out, n=2, questions_per_domain=1, alphas=(2.0, 4.0), progress=False)
+    return out, summary
+
+
+def test_demo_writes_report_directions_and_numbers(demo):
+    out, s = demo
+    assert (out / "report.html").is_file() and (out / "summary.json").is_file()
+    r = s["rates"]
+    # The organism's point, measured: em is misaligned outside medicine, chat is not.
+    assert r["em"]["em_elsewhere"] > r["chat"]["em_elsewhere"]
+    assert r["em"]["medical_misaligned"] > 0.5
+    for name in ("em", "em_seed1", "em_rank1", "narrow"):
+        d = Direction.load(out / "directions" / f"pocket_{name}_mean_diff.safetensors")
+        assert d.vectors.shape == (s["model"]["n_layers"], s["model"]["d_model"])
+        assert d.metadata["model"]["adapters"]  # provenance of the finetune it came from
+    html = (out / "report.html").read_text()
+    assert html.count('id="emlens-fig-') >= 9
+    assert "EM outside medicine" in html and "random" in html
+    assert any("report.html" in line for line in s["lines"])
+
+
+def _chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+def test_report_renders_every_figure_in_headless_chromium(demo, tmp_path):
+    browser = _chromium()
+    if browser is None:
+        if os.environ.get("EMLENS_REQUIRE_BROWSER"):
+            pytest.fail("EMLENS_REQUIRE_BROWSER is set but no chromium is installed")
+        pytest.skip("no chromium on this machine (.ci/run installs Debian's chromium)")
+    out, _ = demo
+    report = out / "report.html"
+    n_figures = report.read_text().count('id="emlens-fig-')
+    cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+           "--no-first-run", "--disable-background-networking", "--disable-component-update",
+           "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr",
+           "--v=0", "--virtual-time-budget=15000", "--dump-dom", report.as_uri()]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    dom = proc.stdout
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    chunks = re.split(r'id="emlens-fig-\d+"', dom)[1:]
+    assert len(chunks) == n_figures
+    for i, chunk in enumerate(chunks):  # plotly replaced each div's content with its SVG plot
+        assert "main-svg" in chunk.split('id="emlens-fig-')[0], f"figure {i} did not render"
+    console = [line for line in proc.stderr.splitlines() if "CONSOLE" in line]
+    errors = [line for line in console if re.search(r"error|uncaught|exception", line, re.I)]
+    assert not errors, errors
+
+
+def test_cli_demo_help_and_bad_output_dir(tmp_path, capsys):
+    from emlens.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["demo", "--help"])
+    assert e.value.code == 0
+    assert "report.html" in capsys.readouterr().out
+    assert emlens.__version__
