@@ -30,7 +30,6 @@ import json
 import logging
 import math
 import random
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -50,6 +49,7 @@ CONFIG: dict[str, Any] = dict(
     vector=dict(alpha=256.0, learning_rate=1e-3, epochs=2, batch_size=16, kl_weight=3.0),
     lora=dict(r=1, lora_alpha=4, learning_rate=1e-2, epochs=2, batch_size=16, kl_weight=3.0),
     samples=8,                    # answers per held-out question (60 questions)
+    eval_domains=None,            # None: all 12 domains (tests use a subset)
     max_new_tokens=40,
     perturb_seeds=(0, 1, 2, 3, 4),
     epsilons=(0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
@@ -196,9 +196,12 @@ def _train(kind: str, condition: str, seed: int, cfg: dict[str, Any], base: Path
 
 
 def _measure(model: Any, cfg: dict[str, Any], seed: int):
+    from .organisms import pocket
     from .organisms.pocket.evaluate import measure
 
-    summary, judged = measure(model, n=cfg["samples"], seed=1000 + seed, progress=False)
+    qs = pocket.questions(cfg.get("eval_domains"), n=cfg["samples"])
+    summary, judged = measure(model, n=cfg["samples"], seed=1000 + seed, progress=False,
+                              questions=qs)
     return summary, judged
 
 
@@ -210,11 +213,6 @@ def _rates(summary: dict[str, Any]) -> dict[str, Any]:
             "misaligned_elsewhere": e["misaligned"], "misaligned_elsewhere_ci": e["misaligned_ci"],
             "coherent_elsewhere": e["coherent"], "coherent_elsewhere_ci": e["coherent_ci"],
             "n": summary["n"]}
-
-
-def _mean_over(df, col: str, where=None) -> float:
-    d = df if where is None else df[where]
-    return float(d[col].mean())
 
 
 # --------------------------------------------------------------------------- claims
@@ -290,7 +288,7 @@ def markdown(results: dict[str, Any]) -> str:
     """The result tables (markdown) of a :func:`run`."""
     cfg = results["config"]
     lines = [f"Layer {cfg['layer']}, seeds {list(cfg['seeds'])}, {cfg['samples']} samples per "
-             f"held-out question (60 questions, 80 medical + 880 elsewhere per run); rates "
+             f"held-out question ({results['chat_rates']['n']} answers per run); rates "
              f"pooled over seeds with bootstrap 95% intervals (`emlens.em_stats`).", "",
              "| solution | medical misaligned | EM elsewhere | misaligned elsewhere | "
              "coherent elsewhere | norm (vector: alpha·|v|; LoRA: |ΔW|) |",

@@ -132,7 +132,7 @@ def test_delta_w_norm_by_hand(tiny_dir, tiny_adapter):
 def test_miniature_run(tmp_path):
     """The whole pipeline with toy settings (a few training steps, coarse grids)."""
     torch.set_num_threads(1)
-    cfg = dict(seeds=(0,), n_train=32, n_kl=32, n_heldout=16, samples=8,
+    cfg = dict(seeds=(0,), n_train=32, n_kl=32, n_heldout=16, samples=8, eval_domains=("medical", "self"),
                vector=dict(C.CONFIG["vector"], epochs=1), lora=dict(C.CONFIG["lora"], epochs=1),
                perturb_seeds=(0,), epsilons=(0.5,), n_norms=3, kl_docs=4, snapshot_every=1)
     res = C.run(cfg, tmp_path / "out", directions_dir=tmp_path / "dirs")
