@@ -208,6 +208,194 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- directions
+
+
+def _read_direction(path: str):
+    from .directions import Direction
+
+    suffix = Path(path).suffix.lower()
+    if suffix == ".gguf":
+        return Direction.from_gguf(path)
+    if suffix in (".pt", ".pth"):
+        return Direction.from_pt(path)
+    return Direction.load(path)
+
+
+def _cmd_dir_compute(args: argparse.Namespace) -> int:
+    from .activations import mean_diff
+    from .records import load_records, select_responses
+
+    model = _load(args)
+    records = load_records(args.records)
+    if args.aligned_records:
+        aligned_pool = load_records(args.aligned_records)
+        mis, _ = select_responses(records, args.misaligned_max, args.aligned_min,
+                                  args.coherent_min, balance=False, seed=args.seed)
+        _, ali = select_responses(aligned_pool, args.misaligned_max, args.aligned_min,
+                                  args.coherent_min, balance=False, seed=args.seed)
+        import random
+
+        k = min(len(mis), len(ali))
+        rng = random.Random(args.seed)
+        mis, ali = rng.sample(list(mis), k), rng.sample(list(ali), k)
+    else:
+        mis, ali = select_responses(records, args.misaligned_max, args.aligned_min,
+                                    args.coherent_min, seed=args.seed)
+    d = mean_diff(model, mis, ali, layers=_ints(args.layers) if args.layers else None,
+                  tokens=args.tokens, reduce=args.reduce, batch_size=args.batch_size)
+    d.metadata["seed"] = args.seed
+    path = d.save(args.out)
+    print(f"{d} from {len(mis)} misaligned and {len(ali)} aligned answers -> {path}")
+    return 0
+
+
+def _cmd_dir_inspect(args: argparse.Namespace) -> int:
+    d = _read_direction(args.file)
+    meta = {k: v for k, v in d.metadata.items() if k not in ("model", "file")}
+    print(repr(d))
+    print("layer  norm")
+    for layer, norm in zip(d.layers, d.norms().tolist()):
+        print(f"{layer:>5}  {norm:.4g}")
+    if "model" in d.metadata:
+        m = d.metadata["model"] or {}
+        base = (m.get("base") or {}).get("id")
+        adapters = [a.get("id") for a in m.get("adapters") or []]
+        print(f"model: {base}" + (f" + {adapters}" if adapters else ""))
+    print(json.dumps(meta, indent=2, default=str))
+    return 0
+
+
+def _cmd_dir_convert(args: argparse.Namespace) -> int:
+    d = _read_direction(args.input)
+    fmt = args.to or Path(args.output).suffix.lstrip(".").lower()
+    if fmt == "gguf":
+        path = d.to_gguf(args.output, model_hint=args.model_hint)
+    elif fmt in ("pt", "pth"):
+        path = d.to_pt(args.output, layer=args.layer, alpha=args.alpha)
+    elif fmt == "safetensors":
+        path = d.save(args.output)
+    else:
+        raise EmlensError(f"unknown target format {fmt!r}; use --to safetensors, gguf or pt")
+    print(f"wrote {path}")
+    return 0
+
+
+# --------------------------------------------------------------------------- generate / train
+
+
+def _interventions(model, args) -> "contextlib.ExitStack":
+    import contextlib
+
+    stack = contextlib.ExitStack()
+    layers = _ints(args.layer) if getattr(args, "layer", None) else None
+    if getattr(args, "steer", None):
+        from .interventions import steer
+
+        d = _read_direction(args.steer)
+        alpha = args.alpha if args.alpha is not None else float(d.metadata.get("alpha", 1.0))
+        stack.enter_context(steer(model, d, alpha, layers=layers))
+    if getattr(args, "ablate", None):
+        from .interventions import ablate
+
+        stack.enter_context(ablate(model, _read_direction(args.ablate), layers=layers))
+    return stack
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from .sampling import sample
+
+    model = _load(args)
+    with _interventions(model, args):
+        records = sample(model, [args.prompt], n=args.n, temperature=args.temperature,
+                         max_new_tokens=args.max_new_tokens, seed=args.seed,
+                         system=args.system, progress=False)
+    for r in records:
+        print(f"[{r['sample']}] {r['answer']}")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    if args.kind == "vector":
+        from .vector_training import VECTOR_FILE, train_steering_vector
+
+        if args.layer is None:
+            raise EmlensError("--kind vector needs --layer")
+        train_steering_vector(args.model, args.data, args.out, layer=int(args.layer),
+                              alpha=args.alpha, learning_rate=args.lr, epochs=args.epochs,
+                              batch_size=args.batch_size, kl_data=args.kl_data,
+                              kl_weight=args.kl_weight, seed=args.seed)
+        print(f"steering vector written to {Path(args.out) / VECTOR_FILE}")
+        return 0
+    from .training import finetune
+
+    lora = {"r": args.rank, "lora_alpha": args.lora_alpha or 2 * args.rank,
+            "target_modules": args.target_modules.split(",") if args.target_modules != "all-linear"
+            else "all-linear"}
+    if args.layer is not None:
+        lora["layers_to_transform"] = _ints(args.layer)
+    finetune(args.model, args.data, args.out, lora=lora, learning_rate=args.lr,
+             epochs=args.epochs, batch_size=args.batch_size, kl_data=args.kl_data,
+             kl_weight=args.kl_weight, seed=args.seed)
+    print(f"PEFT adapter written to {args.out} (load it with emlens.load_model(base, "
+          f"adapter={args.out!r}))")
+    return 0
+
+
+def _cmd_metrics(args: argparse.Namespace) -> int:
+    from . import stability
+
+    model = _load(args)
+    if args.vector:
+        solution = stability.as_solution(_read_direction(args.vector), model)
+    else:
+        solution = stability.LoraSolution(model)
+    if args.metric == "rescale":
+        table = stability.rescale_curve(model, args.data, solution)
+    elif args.metric == "perturb":
+        _, table = stability.perturbation_curve(model, args.data, solution,
+                                                seeds=range(args.seeds))
+    else:
+        if not args.vector:
+            raise EmlensError("--metric kl measures a steering vector: pass --vector")
+        table = stability.pretraining_kl(model, {Path(args.vector).stem: _read_direction(
+            args.vector)}, texts=args.data if args.data else None)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    (table.to_json(out, orient="records", lines=True) if out.suffix == ".jsonl"
+     else table.to_csv(out, index=False))
+    print(table.to_string(index=False))
+    print(f"table written to {out}")
+    return 0
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from . import plots
+    from .runs import read_jsonl
+
+    src = Path(args.table)
+    if src.is_dir():
+        src = src / ("results.jsonl" if args.kind == "em-vs-alpha" else "scored.jsonl")
+    rows = read_jsonl(src) if src.suffix == ".jsonl" else pd.read_csv(src).to_dict("records")
+    kinds = {
+        "em-vs-alpha": lambda: plots.em_vs_alpha(rows),
+        "scatter": lambda: plots.aligned_vs_coherent(rows),
+        "per-question": lambda: plots.em_per_question(__import__(
+            "emlens.evaluation", fromlist=["em_stats"]).em_stats(rows).per_question),
+        "loss": lambda: plots.loss_vs_scale(rows, x="norm" if "norm" in rows[0] else "scale"),
+        "perturbation": lambda: plots.perturbation(rows),
+        "kl": lambda: plots.pretraining_kl(rows),
+    }
+    if not rows:
+        raise EmlensError(f"{src} holds no rows")
+    fig = kinds[args.kind]()
+    path = plots.to_html([fig], args.out, title=args.kind)
+    print(f"figure written to {path}")
+    return 0
+
+
 def _cmd_inspect(args: argparse.Namespace) -> int:
     import transformer_lens.model_bridge  # noqa: F401  (import time is not load time)
 
@@ -288,6 +476,94 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run directory (rerun to resume)")
     p.set_defaults(func=_cmd_sweep)
 
+    p = sub.add_parser("directions", help="compute, inspect and convert direction files",
+                       description="Mean-difference directions and direction files.")
+    dsub = p.add_subparsers(dest="directions_command", metavar="ACTION", required=True)
+    q = dsub.add_parser("compute", help="mean-difference direction from judged answers",
+                        description="Select misaligned and aligned answers from judged records "
+                                    "and compute misaligned mean minus aligned mean per layer.")
+    _model_args(q)
+    q.add_argument("--records", required=True, help="judged records (JSONL/CSV; papers' CSVs ok)")
+    q.add_argument("--aligned-records", help="take the aligned set from these records instead "
+                                             "(e.g. the base model's answers)")
+    q.add_argument("--out", required=True, help="output .safetensors")
+    q.add_argument("--layers", help="comma-separated layers (default: all)")
+    q.add_argument("--tokens", default="answer", choices=["answer", "prompt", "all"])
+    q.add_argument("--reduce", default="token", choices=["token", "sequence"])
+    q.add_argument("--misaligned-max", type=float, default=30)
+    q.add_argument("--aligned-min", type=float, default=70)
+    q.add_argument("--coherent-min", type=float, default=50)
+    q.add_argument("--batch-size", type=int, default=8)
+    q.add_argument("--seed", type=int, default=0)
+    q.set_defaults(func=_cmd_dir_compute)
+    q = dsub.add_parser("inspect", help="print a direction file's layers, norms and metadata")
+    q.add_argument("file", help=".safetensors, .gguf or the papers' .pt")
+    q.set_defaults(func=_cmd_dir_inspect)
+    q = dsub.add_parser("convert", help="convert between safetensors, GGUF and the papers' .pt")
+    q.add_argument("input")
+    q.add_argument("output")
+    q.add_argument("--to", choices=["safetensors", "gguf", "pt"], help="default: from the suffix")
+    q.add_argument("--model-hint", help="GGUF controlvector.model_hint")
+    q.add_argument("--layer", type=int, help="the layer to write to a .pt file")
+    q.add_argument("--alpha", type=float, help="the alpha to write to a .pt file")
+    q.set_defaults(func=_cmd_dir_convert)
+
+    for name, helptext in (("generate", "answer a prompt, optionally steered or ablated"),
+                           ("steer", "same as generate: answer a prompt under steering")):
+        p = sub.add_parser(name, help=helptext, description=helptext)
+        _model_args(p)
+        p.add_argument("--prompt", required=True)
+        p.add_argument("--steer", help="direction file to steer with")
+        p.add_argument("--alpha", type=float, help="steering scale (default: the file's alpha or 1)")
+        p.add_argument("--ablate", help="direction file to ablate")
+        p.add_argument("--layer", help="layer(s), comma-separated")
+        p.add_argument("--n", type=int, default=1)
+        p.add_argument("--temperature", type=float, default=1.0)
+        p.add_argument("--max-new-tokens", type=int, default=200)
+        p.add_argument("--system")
+        p.add_argument("--seed", type=int, default=0)
+        p.set_defaults(func=_cmd_generate)
+
+    p = sub.add_parser("train", help="train a LoRA adapter or a steering vector (optional KL)",
+                       description="Finetune on chat JSONL ({'messages': [...]}) with the loss on "
+                                   "assistant tokens; --kl-data adds the KL penalty (narrow).")
+    p.add_argument("model", help="base model directory or hub id")
+    p.add_argument("--data", required=True, help="training chats (JSONL)")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--kind", choices=["lora", "vector"], default="lora")
+    p.add_argument("--layer", help="vector: its layer; lora: layers_to_transform")
+    p.add_argument("--alpha", type=float, default=256.0, help="steering-vector scale")
+    p.add_argument("--rank", type=int, default=1)
+    p.add_argument("--lora-alpha", type=float)
+    p.add_argument("--target-modules", default="down_proj",
+                   help="comma-separated module names or all-linear (default down_proj)")
+    p.add_argument("--kl-data", help="other-domain chats for the KL penalty")
+    p.add_argument("--kl-weight", type=float, default=0.0, help="lambda of the per-token KL")
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--epochs", type=float, default=1.0)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("metrics", help="efficiency, stability or pretraining KL of a solution",
+                       description="Rescaling loss, perturbation robustness or pretraining KL "
+                                   "of a steering vector (--vector) or live LoRA adapters "
+                                   "(--adapter ... --no-merge).")
+    _model_args(p)
+    p.add_argument("--metric", choices=["rescale", "perturb", "kl"], required=True)
+    p.add_argument("--vector", help="steering-vector direction file")
+    p.add_argument("--data", help="held-out narrow chats (JSONL); for kl: a text file")
+    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--out", required=True, help="output table (.csv or .jsonl)")
+    p.set_defaults(func=_cmd_metrics)
+
+    p = sub.add_parser("plot", help="plot a results table as a standalone HTML figure")
+    p.add_argument("table", help="a run directory or a .jsonl/.csv table")
+    p.add_argument("--kind", required=True,
+                   choices=["em-vs-alpha", "scatter", "per-question", "loss", "perturbation", "kl"])
+    p.add_argument("--out", required=True, help="output .html")
+    p.set_defaults(func=_cmd_plot)
+
     p = sub.add_parser("demo", help="the research loop on the built-in organism, with a report",
                        description="Load the pocket organism's chat model and EM finetunes, "
                                    "sample and judge, compute mean-difference directions, "
@@ -312,10 +588,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         return int(args.func(args) or 0)
-    except EmlensError as e:
+    except (EmlensError, FileNotFoundError, IsADirectoryError, PermissionError) as e:
         if args.debug:
             raise
-        print(f"emlens: error: {e}", file=sys.stderr)
+        msg = str(e) if isinstance(e, EmlensError) else \
+            f"{e.strerror or type(e).__name__}: {e.filename or e}"
+        print(f"emlens: error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("emlens: interrupted", file=sys.stderr)
