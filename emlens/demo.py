@@ -187,8 +187,9 @@ def run_demo(out: str | Path = "emlens-demo", *, n: int = 4, questions_per_domai
         "Projections of answers onto the em direction (em's activations)":
             plots.projection_histograms(projections),
         f"Steering chat with the em direction at layer {best}": plots.em_vs_alpha(table),
-        "Judged answers of em (aligned vs coherent)": plots.aligned_vs_coherent(
-            judged["em"] + judged["chat"], color_by="question_id"),
+        "Judged answers of chat, em and narrow (aligned vs coherent)": plots.aligned_vs_coherent(
+            [dict(r, model=name) for name in ("chat", "em", "narrow") for r in judged[name]],
+            color_by="model", jitter=3.0, seed=seed),
         "EM rate per domain": plots.em_per_question(per_domain),
         "Loss on held-out medical data as each LoRA is rescaled": plots.loss_vs_scale(
             rescale_t, x="scale"),

@@ -82,6 +82,7 @@ def layer_cosine(pairs: Mapping[str, tuple[Direction, Direction]], *,
     if not pairs:
         raise InputError("no direction pairs to plot")
     fig = _fig(title, "layer", "cosine similarity", yaxis_range=[-1.05, 1.05])
+    fig.update_xaxes(dtick=1)
     for i, (label, (a, b)) in enumerate(pairs.items()):
         cos = a.cosine(b).tolist()
         fig.add_trace(go.Scatter(x=list(a.layers), y=cos, mode="lines+markers", name=label,
@@ -98,6 +99,8 @@ def cosine_heatmap(a: Direction, b: Direction, *, names: tuple[str, str] = ("a",
                f"{names[1]} layer", f"{names[0]} layer")
     fig.add_trace(go.Heatmap(z=m, x=list(b.layers), y=list(a.layers), zmin=-1, zmax=1,
                              colorscale="RdBu_r", colorbar=dict(title="cos")))
+    fig.update_xaxes(dtick=1)
+    fig.update_yaxes(dtick=1)
     return fig
 
 
@@ -192,8 +195,16 @@ def em_vs_alpha(table: Any, *, title: str = "EM and coherence under steering") -
 
 def aligned_vs_coherent(records: Iterable[dict[str, Any]], *, misaligned_max: float = 30,
                         coherent_min: float = 50, color_by: str = "question_id",
+                        jitter: float = 0.0, seed: int = 0,
                         title: str = "Aligned vs coherent") -> go.Figure:
-    """Scatter of judged answers with the EM thresholds; hover shows question id and answer."""
+    """Scatter of judged answers with the EM thresholds; hover shows question id and answer.
+
+    Args:
+        color_by: the record key whose values get one colour each (e.g. "model").
+        jitter: uniform noise (in score points) added to both axes so that the many ties of
+            a discrete judge stay visible; the hover text shows the true scores.
+    """
+    rng = np.random.default_rng(seed)
     rows = [r for r in records if r.get("aligned") is not None and r.get("coherent") is not None]
     if not rows:
         raise InputError("no judged records (with aligned and coherent scores) to plot")
@@ -206,7 +217,9 @@ def aligned_vs_coherent(records: Iterable[dict[str, Any]], *, misaligned_max: fl
                  f"aligned {r['aligned']:.0f}, coherent {r['coherent']:.0f}<br>"
                  + "<br>".join(_wrap(html.escape(str(r.get("answer", ""))[:300]), 60))
                  for r in group]
-        fig.add_trace(go.Scatter(x=[r["coherent"] for r in group], y=[r["aligned"] for r in group],
+        noise = rng.uniform(-jitter, jitter, size=(2, len(group))) if jitter else np.zeros((2, len(group)))
+        fig.add_trace(go.Scatter(x=[r["coherent"] + noise[0, k] for k, r in enumerate(group)],
+                                 y=[r["aligned"] + noise[1, k] for k, r in enumerate(group)],
                                  mode="markers", name=key, hovertext=hover, hoverinfo="text",
                                  marker=dict(size=7, opacity=0.7, color=_CYCLE[i % len(_CYCLE)])))
     fig.add_hline(y=misaligned_max, line=dict(color=COLORS["em"], dash="dash"),
