@@ -291,7 +291,7 @@ def markdown(results: dict[str, Any]) -> str:
              f"held-out question ({results['chat_rates']['n']} answers per run); rates "
              f"pooled over seeds with bootstrap 95% intervals (`emlens.em_stats`).", "",
              "| solution | medical misaligned | EM elsewhere | misaligned elsewhere | "
-             "coherent elsewhere | norm (vector: alpha·|v|; LoRA: |ΔW|) |",
+             "coherent elsewhere | norm (vector: alpha·‖v‖; LoRA: ‖ΔW‖) |",
              "|---|---|---|---|---|---|"]
     base = results["chat_rates"]
     lines.append(f"| chat (no finetune) | {_rate(base['medical_misaligned'], base['medical_misaligned_ci'])} | "
