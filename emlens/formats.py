@@ -34,7 +34,6 @@ import numbers
 import os
 import pickle
 import re
-import tempfile
 import warnings
 from datetime import datetime, timezone
 from pathlib import Path
@@ -46,6 +45,7 @@ from torch import Tensor
 
 from .directions import Direction
 from .errors import FileFormatError, InputError
+from .io import atomic_write_with
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -165,21 +165,7 @@ def _jsonable(value: Any, where: str) -> Any:
 
 def _atomic_via_temp(path: Path, write) -> Path:
     """Call ``write(tmp_path)`` and rename the result to ``path`` (for writers that open paths)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return path
+    return atomic_write_with(path, write)
 
 
 def _check_vectors(vectors: Tensor, layers: list[int], d_model: int | None, where: str) -> None:
