@@ -42,6 +42,8 @@ _EXPORTS = {
     "em_stats": "evaluation",
     "sample": "sampling",
     "sweep": "sweeps",
+    "finetune": "training",
+    "train_steering_vector": "vector_training",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -71,3 +73,5 @@ if TYPE_CHECKING:  # for type checkers and IDEs
     from .records import load_records, select_responses
     from .sampling import sample
     from .sweeps import sweep
+    from .training import finetune
+    from .vector_training import train_steering_vector

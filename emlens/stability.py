@@ -168,11 +168,13 @@ class LoraSolution:
                              "emlens.load_model(base, adapter=..., merge=False)")
         self.name = name
         self._pairs: list[tuple[torch.nn.Parameter, torch.nn.Parameter]] = []
+        self._scalings: list[float] = []
         for module in peft_model.modules():
             if hasattr(module, "lora_A") and hasattr(module, "lora_B"):
                 for key in module.lora_A:
                     if key in module.lora_B:
                         self._pairs.append((module.lora_A[key].weight, module.lora_B[key].weight))
+                        self._scalings.append(float(getattr(module, "scaling", {}).get(key, 1.0)))
         if not self._pairs:
             raise InputError("found no LoRA A/B matrices in the model's adapters")
 
@@ -181,8 +183,15 @@ class LoraSolution:
         return [p for pair in self._pairs for p in pair]
 
     def norm(self) -> float:
-        """Frobenius norm of all A and B matrices together."""
-        return math.sqrt(sum(float(p.double().pow(2).sum()) for p in self.params))
+        """Norm of the weight change: sqrt(sum over modules of |scaling * B A|_F^2).
+
+        Rescaling by ``s`` (which scales every B) multiplies it by ``s``, so matched-norm
+        comparisons compare adapters by the size of the change they make to the weights.
+        """
+        total = 0.0
+        for (a, b), scale in zip(self._pairs, self._scalings):
+            total += float((scale * (b.double() @ a.double())).pow(2).sum())
+        return math.sqrt(total)
 
     @contextlib.contextmanager
     def applied(self, model: Any, params: Sequence[torch.Tensor] | None = None,
@@ -411,7 +420,12 @@ def pretraining_kl(model: Any, vectors: dict[str, Any], *, texts: Any = None,
     encoded = [tok(d, add_special_tokens=False)["input_ids"][:max_tokens] for d in docs]
     encoded = [e for e in encoded if len(e) >= 2]
     dev = _device(model)
-    batches = []
+    norms = [float(n) for n in norms]
+    units = {name: (sol.vector.double() / sol.vector.double().norm()) for name, sol in sols.items()}
+    totals = {(name, n): 0.0 for name in sols for n in norms}
+    count = 0
+    # One batch's base distribution at a time (a 100 x 512-token corpus with a 150k
+    # vocabulary would need tens of GB if every batch's were kept).
     for start in range(0, len(encoded), batch_size):
         chunk = encoded[start:start + batch_size]
         width = max(len(e) for e in chunk)
@@ -420,20 +434,17 @@ def pretraining_kl(model: Any, vectors: dict[str, Any], *, texts: Any = None,
         for j, e in enumerate(chunk):
             x[j, :len(e)] = torch.tensor(e)
             m[j, :len(e)] = True
-        base = torch.log_softmax(model(x.to(dev)).float(), dim=-1)
-        batches.append((x.to(dev), m.to(dev), base))
-    rows = []
-    for name, sol in sols.items():
-        unit = sol.vector.double() / sol.vector.double().norm()
-        for n in norms:
-            v = (unit * float(n)).float()
-            total, count = 0.0, 0
-            with steer(model, Direction(v[None], layers=[sol.layer]), 1.0, layers=[sol.layer]):
-                for x, m, base in batches:
+        x, m = x.to(dev), m.to(dev)
+        base = torch.log_softmax(model(x).float(), dim=-1)
+        count += int(m.sum())
+        for name, sol in sols.items():
+            for n in norms:
+                v = (units[name] * n).float()
+                with steer(model, Direction(v[None], layers=[sol.layer]), 1.0,
+                           layers=[sol.layer]):
                     steered = torch.log_softmax(model(x).float(), dim=-1)
-                    kl = (base.exp() * (base - steered)).sum(-1)
-                    total += float(kl[m].double().sum())
-                    count += int(m.sum())
-            rows.append({"vector": name, "layer": sol.layer, "norm": float(n),
-                         "kl": total / max(count, 1)})
+                kl = (base.exp() * (base - steered)).sum(-1)
+                totals[(name, n)] += float(kl[m].double().sum())
+    rows = [{"vector": name, "layer": sol.layer, "norm": n, "kl": totals[(name, n)] / max(count, 1)}
+            for name, sol in sols.items() for n in norms]
     return pd.DataFrame(rows)

@@ -11,7 +11,8 @@ and user text when a default system prompt is present: SPEC section 7).
 
 The KL penalty (SPEC section 5): ``loss = SFT + kl_weight * KL(reference || current)``,
 averaged per token over all non-padding tokens of a batch drawn (cycling) from a second
-dataset at each step. The reference is the same model with its adapter switched off
+dataset at each forward/backward pass (with gradient accumulation: one KL batch per
+micro-batch). The reference is the same model with its adapter switched off
 (PEFT ``disable_adapter()``), so no second copy is held. The KL is per token, summed
 over the vocabulary: the original code divided it by the vocabulary size ``V``
 (about 152k for Qwen2.5), so its weights ``w_orig`` map to ``kl_weight = w_orig / V``
@@ -325,6 +326,7 @@ def finetune(
     progress: bool = True,
     training_args: dict[str, Any] | None = None,
     callbacks: Sequence[Any] = (),
+    resume_from_checkpoint: str | bool | None = None,
 ) -> FinetuneResult:
     """Finetune a causal LM on chat data (LoRA or full weights) with the HF ``Trainer``.
 
@@ -347,6 +349,10 @@ def finetune(
         probe, probe_every: ``probe(model, step) -> dict`` logged every so many steps.
         training_args: extra ``TrainingArguments`` fields (accumulation, fp16, ddp, ...).
         callbacks: extra ``TrainerCallback`` objects.
+        resume_from_checkpoint: a checkpoint directory (or True: the latest in
+            ``output_dir``) to resume an interrupted run from; checkpoints are written when
+            ``training_args`` sets a ``save_strategy`` (e.g. ``{"save_strategy": "steps",
+            "save_steps": 100}``).
 
     Returns:
         A :class:`FinetuneResult` (model, tokenizer, output directory, step log, snapshots).
@@ -391,7 +397,11 @@ def finetune(
         data_collator=ChatCollator(pad_id), kl_dataset=kl_set, kl_weight=kl_weight,
         kl_batch_size=kl_batch_size, callbacks=[trajectory, *callbacks])
     trajectory.trainer = trainer
-    trainer.train()
+    if not progress:  # with tqdm off, the Trainer would print every log dict instead
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
+    trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     model.eval()
     out = None
     if output_dir is not None:
@@ -403,3 +413,9 @@ def finetune(
         for junk in out.glob("README.md"):
             junk.unlink()
     return FinetuneResult(model, tokenizer, out, trajectory.log, trajectory.snapshots)
+
+
+# Learned steering vectors train through ``finetune`` too; they live in their own module.
+from .vector_training import SteeringVectorModel, train_steering_vector  # noqa: E402
+
+__all__ += ["SteeringVectorModel", "train_steering_vector"]
