@@ -171,7 +171,22 @@ class ChatCollator:
         out = {"input_ids": ids, "attention_mask": mask}
         if any("labels" in r for r in rows):
             out["labels"] = labels
+        if all("kl_index" in r for r in rows):
+            out["kl_index"] = torch.tensor([int(r["kl_index"]) for r in rows])
         return out
+
+
+class _Indexed(torch.utils.data.Dataset):
+    """Rows of a dataset with their index (to look up precomputed reference log-probs)."""
+
+    def __init__(self, data: torch.utils.data.Dataset):
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {**self.data[i], "kl_index": i}
 
 
 # --------------------------------------------------------------------------- KL
@@ -196,21 +211,48 @@ class KLTrainer(Trainer):
     KL(adapter off || adapter on) on batches cycled from ``kl_dataset``."""
 
     def __init__(self, *args: Any, kl_dataset: Any = None, kl_weight: float = 0.0,
-                 kl_batch_size: int = 8, **kwargs: Any):
+                 kl_batch_size: int = 8, kl_reference: str = "toggle", **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.kl_weight = float(kl_weight)
         self.kl_batch_size = int(kl_batch_size)
         self._kl_iter = None
+        self._ref_logp: list[torch.Tensor] | None = None
         self._last = {}
+        if kl_reference not in ("toggle", "precomputed"):
+            raise InputError(f"kl_reference={kl_reference!r}; use 'toggle' (the model with the "
+                             f"adapter switched off, at every step) or 'precomputed' (its "
+                             f"log-probs computed once before training)")
         if kl_dataset is not None and self.kl_weight > 0:
             if not hasattr(self.model, "disable_adapter"):
                 raise InputError("the KL penalty's reference is the model with its adapter "
                                  "switched off: train a PEFT adapter (lora=...)")
+            kl_dataset = _Indexed(kl_dataset)
+            if kl_reference == "precomputed":
+                self._ref_logp = self._precompute(kl_dataset)
             gen = torch.Generator().manual_seed(int(self.args.seed) + 1)
             loader = torch.utils.data.DataLoader(
                 kl_dataset, batch_size=self.kl_batch_size, shuffle=True,
                 collate_fn=self.data_collator, generator=gen, drop_last=False)
             self._kl_iter = itertools.chain.from_iterable(itertools.repeat(loader))
+
+    @torch.no_grad()
+    def _precompute(self, dataset) -> list[torch.Tensor]:
+        """Reference log-probs of every KL conversation (adapter off), kept on the CPU.
+
+        Memory is tokens x vocabulary x 4 bytes: fine for small vocabularies or KL sets,
+        the toggle (the default) is the choice for a 150k-token vocabulary.
+        """
+        model = self.model
+        device = next(model.parameters()).device
+        out = []
+        was = model.training
+        model.eval()
+        with model.disable_adapter():
+            for i in range(len(dataset)):
+                ids = torch.tensor([dataset[i]["input_ids"]], device=device)
+                out.append(torch.log_softmax(model(input_ids=ids).logits[0].float(), -1).cpu())
+        model.train(was)
+        return out
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         outputs = model(**inputs)
@@ -220,9 +262,16 @@ class KLTrainer(Trainer):
         if self._kl_iter is not None:
             batch = {k: v.to(sft.device) for k, v in next(self._kl_iter).items()
                      if k != "labels"}
-            with torch.no_grad(), model.disable_adapter():
-                ref = model(**batch).logits
+            index = batch.pop("kl_index")
             cur = model(**batch).logits
+            if self._ref_logp is not None:
+                ref = torch.zeros_like(cur, dtype=torch.float32)
+                for row, i in enumerate(index.tolist()):
+                    stored = self._ref_logp[i]
+                    ref[row, :stored.shape[0]] = stored.to(ref.device)
+            else:
+                with torch.no_grad(), model.disable_adapter():
+                    ref = model(**batch).logits
             kl = kl_per_token(ref, cur, batch["attention_mask"])
             loss = sft + self.kl_weight * kl
             self._last["kl"] = float(kl.detach())
@@ -327,6 +376,7 @@ def finetune(
     training_args: dict[str, Any] | None = None,
     callbacks: Sequence[Any] = (),
     resume_from_checkpoint: str | bool | None = None,
+    kl_reference: str = "toggle",
 ) -> FinetuneResult:
     """Finetune a causal LM on chat data (LoRA or full weights) with the HF ``Trainer``.
 
@@ -349,6 +399,9 @@ def finetune(
         probe, probe_every: ``probe(model, step) -> dict`` logged every so many steps.
         training_args: extra ``TrainingArguments`` fields (accumulation, fp16, ddp, ...).
         callbacks: extra ``TrainerCallback`` objects.
+        kl_reference: ``"toggle"`` (default: the adapter-off forward at every step) or
+            ``"precomputed"`` (the adapter-off log-probs of every KL conversation computed
+            once before training and kept on the CPU; the same KL, fewer forwards).
         resume_from_checkpoint: a checkpoint directory (or True: the latest in
             ``output_dir``) to resume an interrupted run from; checkpoints are written when
             ``training_args`` sets a ``save_strategy`` (e.g. ``{"save_strategy": "steps",
@@ -395,7 +448,8 @@ def finetune(
     trainer = KLTrainer(
         model=model, args=TrainingArguments(**args), train_dataset=encoded,
         data_collator=ChatCollator(pad_id), kl_dataset=kl_set, kl_weight=kl_weight,
-        kl_batch_size=kl_batch_size, callbacks=[trajectory, *callbacks])
+        kl_batch_size=kl_batch_size, kl_reference=kl_reference,
+        callbacks=[trajectory, *callbacks])
     trajectory.trainer = trainer
     if not progress:  # with tqdm off, the Trainer would print every log dict instead
         from transformers.trainer_callback import PrinterCallback
