@@ -284,7 +284,7 @@ def _cmd_dir_convert(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- generate / train
 
 
-def _interventions(model, args) -> "contextlib.ExitStack":
+def _interventions(model, args):
     import contextlib
 
     stack = contextlib.ExitStack()

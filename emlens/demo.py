@@ -18,14 +18,12 @@
 
 from __future__ import annotations
 
-import html
 import json
 import logging
 import time
 from pathlib import Path
 from typing import Any
 
-import torch
 
 from .io import atomic_write_text
 
@@ -82,7 +80,7 @@ def run_demo(out: str | Path = "emlens-demo", *, n: int = 4, questions_per_domai
     from .interventions import ablate
     from .organisms import pocket
     from .organisms.pocket.analysis import split_records
-    from .organisms.pocket.world import DOMAINS, World
+    from .organisms.pocket.world import World
     from .sampling import sample
     from .stability import LoraSolution, pretraining_kl, perturbation_curve, rescale_curve
     from .sweeps import sweep

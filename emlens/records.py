@@ -145,17 +145,9 @@ def _normalise(row: Any, where: str, verdicts: dict[str, int]) -> dict[str, Any]
 
 
 def _read_jsonl(path: Path) -> list[Any]:
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except ValueError as e:
-                raise FileFormatError(f"{str(path)!r} line {n} is not valid JSON ({e}); the file "
-                                      f"may be truncated or not JSONL") from None
-    return rows
+    from .runs import read_jsonl
+
+    return read_jsonl(path)
 
 
 def _read_json(path: Path) -> list[Any]:

@@ -54,7 +54,8 @@ def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
             try:
                 out.append(json.loads(line))
             except ValueError as e:
-                raise FileFormatError(f"{path}: line {i} is not valid JSON ({e})") from None
+                raise FileFormatError(f"{str(path)!r} line {i} is not valid JSON ({e}); the file "
+                                      f"may be truncated or not JSONL") from None
     return out
 
 

@@ -349,6 +349,20 @@ def _lora_config(lora: Any):
                      f"{type(lora).__name__}")
 
 
+def load_trainable(model: Any, tokenizer: Any = None) -> tuple[Any, Any]:
+    """``(model, tokenizer)`` for training: a path or hub id is loaded in float32 with eager
+    attention; a model object needs its tokenizer passed."""
+    if isinstance(model, (str, os.PathLike)):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tokenizer = tokenizer or AutoTokenizer.from_pretrained(model)
+        model = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32,
+                                                     attn_implementation="eager")
+    if tokenizer is None:
+        raise InputError("pass tokenizer= when model is a model object")
+    return model, tokenizer
+
+
 def finetune(
     model: Any,
     train_data: Any,
@@ -410,15 +424,10 @@ def finetune(
     Returns:
         A :class:`FinetuneResult` (model, tokenizer, output directory, step log, snapshots).
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments, set_seed
+    from transformers import TrainingArguments, set_seed
 
     set_seed(seed)
-    if isinstance(model, (str, os.PathLike)):
-        tokenizer = tokenizer or AutoTokenizer.from_pretrained(model)
-        model = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32,
-                                                     attn_implementation="eager")
-    if tokenizer is None:
-        raise InputError("pass tokenizer= when model is a model object")
+    model, tokenizer = load_trainable(model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None \
         else tokenizer.eos_token_id
     chats = load_chats(train_data)

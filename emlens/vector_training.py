@@ -139,16 +139,9 @@ def train_steering_vector(model: Any, train_data: Any, output_dir: str | os.Path
         The :class:`emlens.training.FinetuneResult`; ``result.model`` is the
         :class:`SteeringVectorModel` and ``result.model.direction()`` the vector.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from .training import finetune, load_trainable
 
-    from .training import finetune
-
-    if isinstance(model, (str, os.PathLike)):
-        tokenizer = tokenizer or AutoTokenizer.from_pretrained(model)
-        model = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32,
-                                                     attn_implementation="eager")
-    if tokenizer is None:
-        raise InputError("pass tokenizer= when model is a model object")
+    model, tokenizer = load_trainable(model, tokenizer)
     torch.manual_seed(seed)
     wrapped = SteeringVectorModel(model, layer, alpha)
     result = finetune(wrapped, train_data, output_dir, tokenizer=tokenizer, lora=None,
