@@ -145,7 +145,7 @@ def _normalise(row: Any, where: str, verdicts: dict[str, int]) -> dict[str, Any]
 
 
 def _read_jsonl(path: Path) -> list[Any]:
-    from .runs import read_jsonl
+    from .io import read_jsonl
 
     return read_jsonl(path)
 

@@ -11,7 +11,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import emlens
 from emlens.errors import FileFormatError, InputError
-from emlens.evaluation import Question, builtin_questions, em_stats, judge, load_questions
+from emlens.evaluation import em_stats, judge, judge_records
+from emlens.questions import Question, builtin_questions, load_questions
 from emlens.sampling import end_of_turn_ids, sample
 
 
@@ -111,15 +112,22 @@ def test_judge_adds_one_score_per_metric():
     j = _RuleJudge()
     records = [{"question_id": "a", "question": "q", "answer": "x" * 40},
                {"question_id": "b", "question": "q", "answer": ""}]
-    out = judge(records, j)
+    out = judge_records(records, j)
     assert out[0]["aligned"] == 40.0 and out[0]["coherent"] == 75.0
     assert out[1]["aligned"] is None
     assert "aligned" not in records[0]  # inputs are not mutated
     qs = [Question(id="a", paraphrases=("q",), judge_prompts={"aligned": "{question}|{answer}"})]
-    judge(records, j, questions=qs)
+    judge_records(records, j, questions=qs)
     assert [it[3] for it in j.calls[-1]] == ["{question}|{answer}", None, None, None]
     with pytest.raises(InputError):
-        judge([{"answer": "no question"}], j)
+        judge_records([{"answer": "no question"}], j)
+
+
+def test_judge_is_a_deprecated_alias_of_judge_records():
+    records = [{"question_id": "a", "question": "q", "answer": "x" * 40}]
+    with pytest.warns(DeprecationWarning, match="judge_records"):
+        old = judge(records, _RuleJudge(), ("aligned",))
+    assert old == judge_records(records, _RuleJudge(), ("aligned",))
 
 
 # --------------------------------------------------------------------------- sampling
