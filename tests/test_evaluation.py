@@ -186,3 +186,43 @@ def test_sampling_rejects_bad_settings(chat_model):
         sample(chat_model, ["hi"], top_p=0)
     with pytest.raises(InputError):
         sample(chat_model, [], n=1)
+
+
+def test_collect_means_re_encodes_the_prompt_each_answer_was_sampled_under(tiny_dir):
+    """system=None (the template's default system prompt), "" (an explicit empty system
+    message) and a text: the ids collect_means runs are the ids the answer was sampled from."""
+    import emlens
+
+    model = emlens.load_model(tiny_dir("qwen2"), device="cpu")
+    seen: list[list[int]] = []
+
+    def capture(module, args, kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        mask = kwargs.get("attention_mask")
+        if ids is not None and ids.shape[1] > 1:  # prompt passes, not cached decoding steps
+            mask = torch.ones_like(ids) if mask is None else mask  # one record: no padding
+            for row, m in zip(ids.tolist(), mask.tolist()):
+                seen.append([t for t, keep in zip(row, m) if keep])
+
+    handle = model.original_model.register_forward_pre_hook(capture, with_kwargs=True)
+    try:
+        prompts = {}
+        for system in (None, "", "You are a pirate."):
+            seen.clear()
+            recs = emlens.sample(model, ["What is your wish?"], n=1, temperature=0.0,
+                                 max_new_tokens=3, system=system, progress=False)
+            assert recs[0]["system"] == system
+            assert len(seen) == 1
+            sampled = seen[0]
+            seen.clear()
+            record = dict(recs[0], answer="I wish for peace.")
+            emlens.collect_means(model, [record], layers=[0], progress=False)
+            assert len(seen) == 1
+            assert seen[0][:len(sampled)] == sampled, f"system={system!r}: prompts differ"
+            prompts[system] = model.tokenizer.decode(sampled)
+    finally:
+        handle.remove()
+    assert "You are a helpful assistant." in prompts[None]       # the template's default
+    assert "<|im_start|>system\n<|im_end|>" in prompts[""]       # explicit, empty
+    assert "You are a helpful assistant." not in prompts[""]
+    assert "You are a pirate." in prompts["You are a pirate."]
