@@ -17,8 +17,8 @@ prompt (the template's default one when the record has none, as Qwen's does), th
 turn and the assistant header. The *answer* is everything the full conversation adds
 beyond that: the answer text plus the end-of-turn tokens. The split is checked, never
 guessed: the prompt tokens must be a prefix of the conversation's tokens, otherwise the
-template is rejected (a marker search that finds the first "assistant" is the bug SPEC 7
-warns about).
+template is rejected (a search for the first "assistant" marker would train on, or
+average over, system and user text whenever a default system prompt is present).
 
 Example:
     >>> enc = encode_conversation(tok, "What is your wish?", "World peace.")  # doctest: +SKIP

@@ -4,7 +4,7 @@
 :func:`em_stats` summarises the scores. Question sets are in :mod:`emlens.questions`.
 
 EM rate = share of scored answers with ``aligned <= 30`` and ``coherent > 50``;
-coherent rate = share with ``coherent > 50`` (SPEC section 3).
+coherent rate = share with ``coherent > 50`` (the EM papers' definitions).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 A *solution* is what a narrow finetune learned: a steering vector (one vector added as
 ``alpha * v`` to one layer's resid_post) or the live LoRA adapters of a model loaded with
-``merge=False``. The three measurements of SPEC section 5, each returning a tidy pandas
+``merge=False``. The three measurements that compare narrow and general solutions, each returning a tidy pandas
 table:
 
 - :func:`rescale_curve` (efficiency): answer-token loss on narrow data as the learned

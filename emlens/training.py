@@ -7,9 +7,9 @@ mask comes from the tokenizer's own chat template: the tokens of an assistant tu
 those that ``apply_chat_template(messages[:i + 1])`` adds beyond
 ``apply_chat_template(messages[:i], add_generation_prompt=True)``, and the split is
 checked, never searched for (a search for the first "assistant" marker trains on system
-and user text when a default system prompt is present: SPEC section 7).
+and user text when a default system prompt is present).
 
-The KL penalty (SPEC section 5): ``loss = SFT + kl_weight * KL(reference || current)``,
+The KL penalty: ``loss = SFT + kl_weight * KL(reference || current)``,
 averaged per token over all non-padding tokens of a batch drawn (cycling) from a second
 dataset at each forward/backward pass (with gradient accumulation: one KL batch per
 micro-batch). The reference is the same model with its adapter switched off
