@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterable
 from .errors import FileFormatError
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_with", "write_jsonl",
-           "read_jsonl"]
+           "read_jsonl", "json_default"]
 
 
 def atomic_write_with(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
@@ -49,7 +49,9 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def _default(o: Any) -> Any:
+def json_default(o: Any) -> Any:
+    """``json.dumps(default=...)`` for what records hold besides JSON: NumPy/torch scalars,
+    sets, tuples and paths."""
     if hasattr(o, "item"):
         return o.item()
     if isinstance(o, (set, tuple)):
@@ -67,7 +69,7 @@ def _clean(v: Any) -> Any:
 
 def write_jsonl(path: str | os.PathLike, records: Iterable[dict[str, Any]]) -> Path:
     """Write records as JSON lines, atomically (NaN becomes null)."""
-    lines = [json.dumps({k: _clean(v) for k, v in r.items()}, default=_default,
+    lines = [json.dumps({k: _clean(v) for k, v in r.items()}, default=json_default,
                         ensure_ascii=False) for r in records]
     return atomic_write_text(path, "\n".join(lines) + ("\n" if lines else ""))
 
