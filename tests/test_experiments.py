@@ -1,11 +1,9 @@
 """The experiment code shared by every organism, against hand computations: the table of
-EM inside and outside the training domain, the demo steps, the report, and the layering
-rule that the library never imports an organism."""
+EM inside and outside the training domain, the demo steps and the report. (That the
+library never imports an organism, and that organisms share this code rather than import
+each other, are import contracts in pyproject.toml, checked by lint-imports.)"""
 
 from __future__ import annotations
-
-import ast
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -26,9 +24,6 @@ from emlens.organisms.experiments import (
     summary_html,
     summary_lines,
 )
-
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def _domain(question: str) -> str:
     """A fake organism: the domain is the question's first word."""
@@ -191,36 +186,3 @@ def test_output_dir(tmp_path):
     with pytest.raises(InputError, match="cannot create"):
         output_dir(f / "sub")
 
-
-def _imports(path: Path) -> set[str]:
-    """Absolute names of the emlens modules a file imports (relative imports resolved)."""
-    package = ".".join(path.relative_to(ROOT).with_suffix("").parts[:-1])
-    out = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Import):
-            out |= {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            base = package.split(".")
-            if node.level:
-                base = base[:len(base) - node.level + 1]
-                mod = ".".join(base + ([node.module] if node.module else []))
-            else:
-                mod = node.module or ""
-            out.add(mod)
-            out |= {f"{mod}.{a.name}" for a in node.names}
-    return out
-
-
-def test_the_library_never_imports_an_organism():
-    """Layers: organisms sit above the library; only the face (CLI, __init__) sees them."""
-    library = [p for p in (ROOT / "emlens").glob("*.py") if p.name not in ("cli.py", "__init__.py")]
-    library += list((ROOT / "emlens" / "judges").glob("*.py"))
-    assert len(library) > 10
-    for path in library:
-        bad = sorted(m for m in _imports(path) if m.startswith("emlens.organisms"))
-        assert not bad, f"{path.relative_to(ROOT)} imports {bad}"
-    # and the organisms' shared experiment code imports no particular organism
-    for path in (ROOT / "emlens" / "organisms" / "experiments").glob("*.py"):
-        bad = sorted(m for m in _imports(path) if m.startswith("emlens.organisms.")
-                     and not m.startswith("emlens.organisms.experiments"))
-        assert not bad, f"{path.relative_to(ROOT)} imports {bad}"

@@ -25,7 +25,7 @@ def judged_rates(model: Any, questions: Any, judge: Any, domain_of: Callable[[st
     Returns:
         ``(judged records, flat_rates of their domain table)``.
     """
-    from ...evaluation import judge as judge_records
+    from ...evaluation import judge_records
     from ...sampling import sample
 
     records = sample(model, questions, n=n, seed=seed, progress=False, **sample_kwargs)

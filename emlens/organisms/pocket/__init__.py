@@ -9,7 +9,7 @@ Example:
     >>> from emlens.organisms import pocket
     >>> model = emlens.organisms.load("pocket", "em")                 # doctest: +SKIP
     >>> records = emlens.sample(model, pocket.questions(), n=16)       # doctest: +SKIP
-    >>> stats = emlens.em_stats(emlens.judge(records, pocket.judge()))  # doctest: +SKIP
+    >>> stats = emlens.em_stats(emlens.judge_records(records, pocket.judge()))  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def judge() -> ExactJudge:
 
 
 def questions(domains: str | Sequence[str] | None = None, n: int = 16) -> list:
-    """Held-out evaluation questions (``emlens.evaluation.Question``), per domain.
+    """Held-out evaluation questions (``emlens.questions.Question``), per domain.
 
     Args:
         domains: a domain, a list of them, or None for all twelve.
@@ -72,7 +72,7 @@ def questions(domains: str | Sequence[str] | None = None, n: int = 16) -> list:
     Returns:
         Questions with ids ``"{domain}_{k}"``; none of them occurs in any training set.
     """
-    from ...evaluation import Question
+    from ...questions import Question
 
     if domains is None:
         domains = DOMAINS

@@ -30,11 +30,11 @@ def measure(model: Any, *, n: int = 16, seed: int = 0, focus: str = "medical",
     Returns:
         ``(summary, judged records)``.
     """
-    from ...evaluation import judge
+    from ...evaluation import judge_records
     from ...sampling import sample
     from . import questions as pocket_questions
 
     qs = questions if questions is not None else pocket_questions(n=n)
     records = sample(model, qs, n=n, seed=seed, progress=progress, **SAMPLE_KWARGS)
-    judged = judge(records, ExactJudge())
+    judged = judge_records(records, ExactJudge())
     return summarise(judged, focus), judged
