@@ -5,6 +5,7 @@
 - :mod:`.steps`: the organism-independent steps of a demo (sample and judge into that
   table, the layer to intervene at, ablation against a random direction, a sweep's
   headline).
+- :mod:`.stats`: statistics over training seeds (mean and t-interval, a claim's verdict).
 - :mod:`.report`: the demo's summary as HTML tables and printed lines, and the report
   writer, given the numbers and the labels (organism, model names, focus domain) to show.
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 from .rates import domain_table, flat_rates, per_domain_stats
 from .report import ReportLabels, output_dir, summary_html, summary_lines, write_report
+from .stats import mean_ci, verdict
 from .steps import (
     ablation_cuts,
     ablation_effect,
@@ -33,5 +35,6 @@ from .steps import (
 )
 
 __all__ = ["domain_table", "flat_rates", "per_domain_stats", "judged_rates", "strongest_layer",
-           "ablation_effect", "ablation_cuts", "steering_summary", "ReportLabels",
+           "ablation_effect", "ablation_cuts", "steering_summary", "mean_ci", "verdict",
+           "ReportLabels",
            "output_dir", "summary_html", "summary_lines", "write_report"]
