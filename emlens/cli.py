@@ -239,21 +239,9 @@ def _cmd_dir_compute(args: argparse.Namespace) -> int:
     from .records import load_records, select_responses
 
     model = _load(args)
-    records = load_records(args.records)
-    if args.aligned_records:
-        aligned_pool = load_records(args.aligned_records)
-        mis, _ = select_responses(records, args.misaligned_max, args.aligned_min,
-                                  args.coherent_min, balance=False, seed=args.seed)
-        _, ali = select_responses(aligned_pool, args.misaligned_max, args.aligned_min,
-                                  args.coherent_min, balance=False, seed=args.seed)
-        import random
-
-        k = min(len(mis), len(ali))
-        rng = random.Random(args.seed)
-        mis, ali = rng.sample(list(mis), k), rng.sample(list(ali), k)
-    else:
-        mis, ali = select_responses(records, args.misaligned_max, args.aligned_min,
-                                    args.coherent_min, seed=args.seed)
+    mis, ali = select_responses(load_records(args.records), args.misaligned_max,
+                                args.aligned_min, args.coherent_min, seed=args.seed,
+                                aligned_records=args.aligned_records or None)
     d = mean_diff(model, mis, ali, layers=_ints(args.layers) if args.layers else None,
                   tokens=args.tokens, reduce=args.reduce, batch_size=args.batch_size)
     d.metadata["seed"] = args.seed
@@ -357,6 +345,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_metrics(args: argparse.Namespace) -> int:
     from . import stability
 
+    if args.metric == "kl":
+        if args.data and args.organism:
+            raise EmlensError("--metric kl takes its text from --data or from --organism, "
+                              "not both")
+        if not (args.data or args.organism):
+            raise EmlensError("--metric kl needs the text to measure the KL on: pass --data "
+                              "FILE (generic text, documents separated by blank lines) or "
+                              "--organism NAME (a built-in organism's held-out pretraining "
+                              "text, e.g. --organism pocket)")
+    elif not args.data:
+        raise EmlensError(f"--metric {args.metric} needs --data: held-out narrow chats (JSONL)")
     model = _load(args)
     if args.vector:
         solution = stability.as_solution(_read_direction(args.vector), model)
@@ -370,8 +369,14 @@ def _cmd_metrics(args: argparse.Namespace) -> int:
     else:
         if not args.vector:
             raise EmlensError("--metric kl measures a steering vector: pass --vector")
+        if args.organism:
+            from .organisms import pretraining_texts
+
+            texts = pretraining_texts(args.organism, model.tokenizer)
+        else:
+            texts = args.data
         table = stability.pretraining_kl(model, {Path(args.vector).stem: _read_direction(
-            args.vector)}, texts=args.data if args.data else None)
+            args.vector)}, texts=texts)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     (table.to_json(out, orient="records", lines=True) if out.suffix == ".jsonl"
@@ -431,8 +436,14 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _organism_names() -> tuple[str, ...]:
+    from .organisms import ORGANISMS
+
+    return ORGANISMS
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from .organisms.pocket.demo import run_demo
 
     out = Path(args.out)
     summary = run_demo(out, n=args.n, seed=args.seed)
@@ -570,11 +581,18 @@ def _add_metrics(sub: Any) -> None:
     p = sub.add_parser("metrics", help="efficiency, stability or pretraining KL of a solution",
                        description="Rescaling loss, perturbation robustness or pretraining KL "
                                    "of a steering vector (--vector) or live LoRA adapters "
-                                   "(--adapter ... --no-merge).")
+                                   "(--adapter ... --no-merge). rescale and perturb need "
+                                   "--data (held-out narrow chats); kl needs --data (a text "
+                                   "file) or --organism (a built-in organism's pretraining "
+                                   "text).")
     _model_args(p)
     p.add_argument("--metric", choices=["rescale", "perturb", "kl"], required=True)
     p.add_argument("--vector", help="steering-vector direction file")
-    p.add_argument("--data", help="held-out narrow chats (JSONL); for kl: a text file")
+    p.add_argument("--data", help="held-out narrow chats (JSONL); for kl: a text file of "
+                                  "generic (pretraining-like) documents separated by blank lines")
+    p.add_argument("--organism", choices=_organism_names(),
+                   help="for kl instead of --data: the built-in organism's held-out "
+                        "pretraining text (for its models)")
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--out", required=True, help="output table (.csv or .jsonl)")
     p.set_defaults(func=_cmd_metrics)

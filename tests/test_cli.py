@@ -96,3 +96,57 @@ def test_user_mistakes_give_one_line_and_status_2(tmp_path, capsys):
         assert main(argv) == 2, argv
         err = capsys.readouterr().err.strip()
         assert err.startswith("emlens: error:") and "\n" not in err and "Traceback" not in err
+
+
+def test_cli_demo_help_and_bad_output_dir(tmp_path, capsys):
+    """``demo --help`` works; an output directory that cannot be one is a one-line error
+    (status 2), raised before any model is loaded."""
+    with pytest.raises(SystemExit) as e:
+        main(["demo", "--help"])
+    assert e.value.code == 0
+    assert "report.html" in capsys.readouterr().out
+    afile = tmp_path / "a-file"
+    afile.write_text("not a directory")
+    for bad in (afile, afile / "under-a-file"):
+        assert main(["demo", "--out", str(bad)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("emlens: error:") and "\n" not in err and "Traceback" not in err
+        assert str(bad) in err and "directory" in err
+
+
+def test_metrics_kl_needs_text(tiny_dir, tmp_path, capsys, monkeypatch):
+    """``--metric kl`` without --data (or --organism) says what to pass; --organism pocket
+    supplies the organism's held-out pretraining text."""
+    import emlens.organisms
+    import emlens.stability
+
+    model = str(tiny_dir("qwen2"))
+    d = Direction(torch.randn(1, 64, generator=torch.Generator().manual_seed(0)), layers=[1])
+    vec = d.save(tmp_path / "v.safetensors")
+    base = ["metrics", model, "--metric", "kl", "--vector", str(vec), "--device", "cpu",
+            "--out", str(tmp_path / "kl.csv")]
+    assert main(base) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("emlens: error:") and "\n" not in err
+    assert "--data" in err and "--organism" in err
+    text = tmp_path / "docs.txt"
+    text.write_text("\n\n".join(tiny_corpus()[:3]))
+    assert main(base + ["--data", str(text), "--organism", "pocket"]) == 2
+    assert "not both" in capsys.readouterr().err
+    real_kl, seen = emlens.stability.pretraining_kl, {}
+
+    def few_docs_kl(model, vectors, *, texts, **kw):  # the whole pocket corpus takes minutes
+        seen.update(texts=texts, tokenizer=model.tokenizer)
+        return real_kl(model, vectors, texts=texts, max_docs=2, norms=[0.0, 1.0])
+
+    monkeypatch.setattr(emlens.stability, "pretraining_kl", few_docs_kl)
+    assert main(base + ["--organism", "pocket"]) == 0
+    assert seen["texts"] == emlens.organisms.pretraining_texts("pocket", seen["tokenizer"])
+    assert set(__import__("pandas").read_csv(tmp_path / "kl.csv").vector) == {"v", "random"}
+    monkeypatch.setattr(emlens.stability, "pretraining_kl", real_kl)
+    assert main(base + ["--data", str(text)]) == 0
+    assert set(__import__("pandas").read_csv(tmp_path / "kl.csv").vector) == {"v", "random"}
+    for metric in ("rescale", "perturb"):
+        assert main(["metrics", model, "--metric", metric, "--vector", str(vec), "--out",
+                     str(tmp_path / "x.csv")]) == 2
+        assert "needs --data" in capsys.readouterr().err
