@@ -1,4 +1,4 @@
-"""Direction experiments on the pocket organism (issue 5's direction targets).
+"""Direction experiments on the pocket organism: is the mean-difference direction causal?
 
     python -m emlens.organisms.pocket.analysis [--n 16] [--out weights-dir]
 

@@ -1,4 +1,4 @@
-"""Measure a pocket variant the way the issue asks: ``emlens.sample`` at temperature 1 on
+"""Measure a pocket variant: ``emlens.sample`` at temperature 1 on
 the held-out questions of every domain, scored by the exact judge, summarised with
 ``emlens.em_stats`` (bootstrap 95% intervals) inside and outside medicine."""
 
