@@ -26,6 +26,9 @@ from ._version import __version__
 _EXPORTS = {
     # errors and warnings
     "EmlensError": "errors",
+    "EmlensWarning": "errors",
+    "UnscoredWarning": "errors",
+    "AdapterBaseWarning": "errors",
     "ModelLoadError": "errors",
     "ModelNotFoundError": "errors",
     "UnsupportedModelError": "errors",
@@ -97,12 +100,15 @@ if TYPE_CHECKING:  # for type checkers and IDEs
     from .activations import LayerMeans, collect_means, mean_diff  # noqa: F401
     from .directions import Direction, cosine_matrix  # noqa: F401
     from .errors import (  # noqa: F401
+        AdapterBaseWarning,
         AdapterError,
         EmlensError,
+        EmlensWarning,
         FileFormatError,
         InputError,
         ModelLoadError,
         ModelNotFoundError,
+        UnscoredWarning,
         UnsupportedModelError,
     )
     from .evaluation import EMStats, em_stats, judge, judge_records  # noqa: F401

@@ -146,7 +146,7 @@ def collect_means(
     """
     n_layers, d_model = model_dims(model)
     layers_t, names = _check_arguments(model, layers, hook, tokens, reduce, batch_size, n_layers)
-    records = load_records(records)
+    records = load_records(records, score_scale="0-100")  # scores are not used here
     encoded = _encode_all(model, records, tokens)
     device = model_device(model)
     acc = _Accumulator(names, layers_t, d_model, device, reduce)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = [
     "EmlensError",
+    "EmlensWarning", "UnscoredWarning", "AdapterBaseWarning",
     "ModelLoadError",
     "ModelNotFoundError",
     "UnsupportedModelError",
@@ -20,6 +21,18 @@ __all__ = [
 
 class EmlensError(Exception):
     """Base class of every error emlens raises on purpose."""
+
+
+class EmlensWarning(UserWarning):
+    """Base class of the warnings emlens issues (filter them all with this class)."""
+
+
+class UnscoredWarning(EmlensWarning):
+    """Statistics were asked of records none (or not enough) of which have judge scores."""
+
+
+class AdapterBaseWarning(EmlensWarning):
+    """An adapter names a base model that may not be the model it is applied to."""
 
 
 class ModelLoadError(EmlensError):

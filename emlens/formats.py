@@ -49,7 +49,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from ._version import __version__
-from .errors import FileFormatError, InputError
+from .errors import EmlensWarning, FileFormatError, InputError
 from .io import atomic_write_bytes, atomic_write_with
 from .vectors import block_layers
 
@@ -97,7 +97,7 @@ class DirectionData(NamedTuple):
         return int(self.vectors.shape[1])
 
 
-class ProvenanceWarning(UserWarning):
+class ProvenanceWarning(EmlensWarning):
     """A direction file was computed on a different model than the one it is used with."""
 
 

@@ -18,7 +18,7 @@ import warnings
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 from .errors import FileFormatError, InputError
 
@@ -44,6 +44,36 @@ class Question:
     judge: str | None = None
     judge_prompts: dict[str, str] = field(default_factory=dict)
     source: str | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.id, bool) or not isinstance(self.id, (str, int)) or str(self.id) == "":
+            raise InputError(f"a question's id must be a non-empty string, not {self.id!r}")
+        paras = self.paraphrases
+        if isinstance(paras, str):
+            paras = (paras,)
+        if not isinstance(paras, (list, tuple)) or not paras or not all(
+                isinstance(t, str) and t.strip() for t in paras):
+            raise InputError(f"question {self.id!r}: paraphrases must be a non-empty list of "
+                             f"non-empty strings, not {self.paraphrases!r}")
+        n = self.samples_per_paraphrase
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise InputError(f"question {self.id!r}: samples_per_paraphrase must be a positive "
+                             f"integer, not {n!r}")
+        for name in ("system", "judge", "source"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise InputError(f"question {self.id!r}: {name} must be a string or None, not "
+                                 f"{type(value).__name__}")
+        if not isinstance(self.type, str):
+            raise InputError(f"question {self.id!r}: type must be a string, not {self.type!r}")
+        prompts = self.judge_prompts
+        if not isinstance(prompts, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) and "{answer}" in v
+                for k, v in prompts.items()):
+            raise InputError(f"question {self.id!r}: judge_prompts must map metric names to "
+                             f"templates containing {{answer}}")
+        object.__setattr__(self, "id", str(self.id))
+        object.__setattr__(self, "paraphrases", tuple(paras))
 
     @property
     def headline(self) -> bool:
@@ -106,14 +136,22 @@ def load_questions(path: str | os.PathLike | Sequence[str | os.PathLike]) -> lis
     import yaml
 
     if isinstance(path, (list, tuple)):
+        if not path:
+            raise InputError("no question files given; pass a YAML path or a list of them")
         return [q for p in path for q in load_questions(p)]
+    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+        raise InputError(f"a question set is a YAML file path, not {path!r}")
     p = Path(path)
+    if p.is_dir():
+        raise FileFormatError(f"question file {str(p)!r} is a directory; pass a YAML file")
     if not p.is_file():
         raise FileFormatError(f"question file {str(p)!r} does not exist")
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         raise FileFormatError(f"{p}: not valid YAML ({e})") from None
+    except UnicodeDecodeError:
+        raise FileFormatError(f"{p}: not UTF-8 text; is it a YAML question set?") from None
     if not isinstance(data, list) or not data:
         raise FileFormatError(f"{p}: expected a non-empty YAML list of question entries")
     out = [q for i, e in enumerate(data) if (q := _parse_entry(e, i, str(p))) is not None]
@@ -149,11 +187,16 @@ def as_questions(questions: Any) -> list[Question]:
         return load_questions(questions)
     if isinstance(questions, Question):
         return [questions]
+    if isinstance(questions, (bytes, dict)) or not isinstance(questions, Iterable):
+        raise InputError(f"questions must be Question objects, strings or a question-set YAML "
+                         f"path, not {type(questions).__name__}")
     out: list[Question] = []
     for i, q in enumerate(questions):
         if isinstance(q, Question):
             out.append(q)
         elif isinstance(q, str):
+            if not q.strip():
+                raise InputError(f"question {i} is an empty string")
             out.append(Question(id=f"q{i}", paraphrases=(q,)))
         elif isinstance(q, dict) and "question" in q:
             out.append(Question(id=str(q.get("question_id", f"q{i}")),

@@ -394,11 +394,45 @@ def _expected_keys(cls: type, config: Any) -> tuple[dict[str, tuple[int, ...]], 
     return shapes, tied
 
 
+def _checkpoint_config(hf: torch.nn.Module) -> Any:
+    """A copy of the model's config, fit for a plain float checkpoint of these weights.
+
+    ``architectures`` names the model's class (a model built with ``from_config`` or loaded
+    from a GGUF file has none, and loaders pick the class by it); a GGUF
+    ``quantization_config`` is dropped, as the weights written are the dequantized floats
+    (transformers would otherwise look for the GGUF file when loading the folder).
+    """
+    config = copy.deepcopy(hf.config)
+    arch = type(hf).__name__
+    if list(getattr(config, "architectures", None) or []) != [arch]:
+        log.info("config.architectures was %r; writing [%r] (the model's class)",
+                 getattr(config, "architectures", None), arch)
+        config.architectures = [arch]
+    quant = getattr(config, "quantization_config", None)
+    if quant is not None:
+        get = quant.get if isinstance(quant, dict) else lambda k, d=None: getattr(quant, k, d)
+        method = get("quant_method")
+        method = str(getattr(method, "value", method)).lower()
+        if method == "gguf":
+            if not get("dequantize", True):
+                raise UnsupportedModelError(
+                    "this model was loaded from a GGUF file with its weights kept in packed "
+                    "GGUF blocks, which a float checkpoint cannot hold; load it with "
+                    "GgufConfig(dequantize=True) (transformers' quantization_config=) first")
+            del config.quantization_config
+            log.info("dropped the GGUF quantization_config: the checkpoint holds the "
+                     "dequantized float weights")
+    return config
+
+
 def save_model(model: Any, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
     """Write the model's current weights as an HF checkpoint that plain transformers loads.
 
     Writes ``config.json``, safetensors weights (sharded above 5 GB), the tokenizer, the
-    generation config and ``emlens_provenance.json`` (base, adapters, edits). Live LoRA
+    generation config and ``emlens_provenance.json`` (base, adapters, edits). The config's
+    ``architectures`` names the model's class (set even where the in-memory config lacks
+    it, as after ``from_config`` or a GGUF load); a GGUF ``quantization_config`` is dropped,
+    since the weights written are plain floats. Live LoRA
     adapters are merged into the written weights without changing ``model``. Hooks
     (:func:`~emlens.interventions.steer`, ``ablate``) are not weights and are not saved. The
     directory is written under a temporary name and renamed at the end, so an
@@ -430,7 +464,7 @@ def save_model(model: Any, path: str | os.PathLike, *, overwrite: bool = False) 
     if path.is_dir() and any(path.iterdir()) and not overwrite:
         raise InputError(f"{str(path)!r} exists and is not empty; pass overwrite=True to "
                          f"replace it, or choose another directory")
-    config = copy.deepcopy(hf.config)
+    config = _checkpoint_config(hf)
     state = _hf_state_dict(hf)
     shapes, tied = _expected_keys(type(hf), config)
     missing = sorted(set(shapes) - set(state))

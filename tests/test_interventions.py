@@ -514,6 +514,51 @@ def test_save_model_merges_live_lora_without_changing_the_model(tiny_dir, tiny_a
         assert (model(ids) - logits).abs().max() == 0
 
 
+@pytest.mark.parametrize("origin", ["from_config", "gguf"])
+def test_save_model_of_a_config_without_architectures_reloads(origin, tiny_dir, tmp_path):
+    """An in-memory model whose config names no architecture (built with from_config, or
+    loaded from a GGUF file, which also leaves a GgufConfig quantization_config behind):
+    the saved folder names the class, drops the GGUF config, and loads with equal logits."""
+    import json
+
+    from transformers import AutoConfig, GgufConfig
+
+    cfg = AutoConfig.from_pretrained(tiny_dir("llama"))
+    cfg.architectures = None
+    if origin == "gguf":
+        cfg.quantization_config = GgufConfig(gguf_file="model.Q4_1.gguf", dequantize=True)
+    torch.manual_seed(5)
+    hf = AutoModelForCausalLM.from_config(cfg, attn_implementation="eager").eval()
+    assert not hf.config.architectures
+    ids = _ids(tiny_dir, "llama")
+    with torch.no_grad():
+        want = hf(ids).logits
+    model = emlens.load_model(hf, tokenizer=tiny_dir("llama"), device="cpu")
+    out = save_model(model, tmp_path / "saved")
+    written = json.loads((out / "config.json").read_text())
+    assert written["architectures"] == ["LlamaForCausalLM"]
+    assert "quantization_config" not in written
+    reloaded = emlens.load_model(out, device="cpu")
+    plain = AutoModelForCausalLM.from_pretrained(out, attn_implementation="eager").eval()
+    with torch.no_grad():
+        assert_close(reloaded(ids), want, atol=1e-5, what="load_model(saved) vs the model")
+        assert_close(plain(ids).logits, want, atol=1e-5, what="HF(saved) vs the model")
+
+
+def test_save_model_refuses_packed_gguf_weights(tiny_dir, tmp_path):
+    from transformers import GgufConfig
+
+    model = emlens.load_model(tiny_dir("llama"), device="cpu")
+    model.original_model.config.quantization_config = GgufConfig(gguf_file="m.gguf",
+                                                                 dequantize=False)
+    try:
+        with pytest.raises(UnsupportedModelError, match="packed GGUF blocks"):
+            save_model(model, tmp_path / "x")
+    finally:
+        del model.original_model.config.quantization_config
+    assert not os.listdir(tmp_path)
+
+
 @pytest.mark.agnostic
 def test_save_model_needs_a_bridge(tmp_path, lens, tiny_dir):
     # under TL 3.x the HookedTransformer, under TL 4.x a bare transformers model

@@ -222,3 +222,61 @@ def test_direction_sets_are_balanced_and_seeded():
     a, b = select_responses(mis, seed=3, aligned_records=ali)
     assert len(a) == len(b) == 4 and all(r["i"] >= 0 for r in a + b)
     assert select_responses(mis, seed=3, aligned_records=ali) == (a, b)
+
+
+# --------------------------------------------------------------------------- scales and short rows
+
+
+def _scored(aligned, coherent):
+    return [{"question": f"q{i}", "answer": f"a{i}", "aligned": a, "coherent": c}
+            for i, (a, c) in enumerate(zip(aligned, coherent))]
+
+
+def test_scores_on_a_0_1_scale_are_refused_naming_the_column(tmp_path):
+    """A 0-1 judge's scores would make every answer misaligned and incoherent."""
+    both = _scored([0.9, 0.1, 0.75], [0.95, 0.8, 0.5])
+    with pytest.raises(InputError, match=r"'aligned' \(3 scores\) and 'coherent' \(3 scores\) "
+                                         r"columns.*lies in \[0, 1\].*multiply the column by 100"):
+        load_records(both)
+    path = tmp_path / "judged.csv"
+    path.write_text("question,response,aligned,coherent\nq,a,0.9,85\nq,b,0.2,90\nq,c,,70\n",
+                    encoding="utf-8")
+    with pytest.raises(InputError, match=r"'aligned' \(2 scores\) column of '.*judged.csv'.*"
+                                         r"misaligned.*score_scale='0-1'"):
+        load_records(path)
+    with pytest.raises(InputError, match="'coherent'"):
+        select_responses(_scored([90, 10, 80], [0.9, 0.9, 1.0]))
+    # The explicit scales: 0-1 is converted, 0-100 is taken as it is.
+    recs = load_records(both, score_scale="0-1")
+    assert [r["aligned"] for r in recs] == pytest.approx([90.0, 10.0, 75.0])
+    assert [r["coherent"] for r in recs] == pytest.approx([95.0, 80.0, 50.0])
+    with pytest.raises(InputError, match="outside 0-1"):
+        load_records(path, score_scale="0-1")
+    tiny = load_records(_scored([0.5], [1.0]), score_scale="0-100")
+    assert tiny[0]["aligned"] == 0.5
+    mis, ali = select_responses(_scored([0.9, 0.1, 0.75, 0.05], [0.95, 0.8, 0.9, 0.9]),
+                                score_scale="0-1", balance=False)
+    assert [r["answer"] for r in mis] == ["a1", "a3"] and [r["answer"] for r in ali] == ["a0", "a2"]
+    with pytest.raises(InputError, match="score_scale must be one of"):
+        load_records(both, score_scale="percent")
+    # All-zero columns (every answer judged fully misaligned) and 0-100 scores pass.
+    assert load_records(_scored([0, 0], [90, 80]))[0]["aligned"] == 0.0
+    _check(load_records([dict(r) for r in ROWS]))
+
+
+def test_csv_row_short_of_its_score_field_is_refused_naming_the_line(tmp_path):
+    path = tmp_path / "short.csv"
+    path.write_text("question,response,aligned,coherent\n"
+                    "q1,fine,90,80\n"
+                    "q2,\"two\nlines\",10\n"
+                    "q3,unscored,,\n", encoding="utf-8")
+    with pytest.raises(FileFormatError, match=r"line 4 has 3 fields but the header has 4: it "
+                                              r"lacks \['coherent'\]"):
+        load_records(path)
+    path.write_text("question,response,aligned,coherent\nq1,fine,90,80\nq3,unscored,,\n",
+                    encoding="utf-8")
+    assert load_records(path)[1]["aligned"] is None  # empty fields are no score
+    tsv = tmp_path / "short.tsv"
+    tsv.write_text("question\tanswer\taligned\tcoherent\nq\ta\t5\n", encoding="utf-8")
+    with pytest.raises(FileFormatError, match="line 2 .* lacks \\['coherent'\\]"):
+        load_records(tsv)
