@@ -52,9 +52,15 @@ def hook_name(layer: int, site: str = "resid_post") -> str:
         >>> hook_name(3)
         'blocks.3.hook_resid_post'
     """
-    if site not in HOOK_SITES:
+    from .vectors import as_index
+
+    if not isinstance(site, str) or site not in HOOK_SITES:
         raise InputError(f"unknown hook site {site!r}; use one of {HOOK_SITES}")
-    return f"blocks.{int(layer)}.hook_{site}"
+    layer = as_index(layer, "layer")
+    if layer < 0:
+        raise InputError(f"layer {layer} is negative; hook names use absolute block numbers "
+                         f"(emlens.vectors.model_layers turns -1 into the last block)")
+    return f"blocks.{layer}.hook_{site}"
 
 
 def model_dims(model: Any) -> tuple[int, int]:

@@ -27,8 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from .errors import FileFormatError, InputError
+from .vectors import as_index, as_scalar
 
-__all__ = ["RECORD_KEYS", "ResponseSet", "load_records", "select_responses"]
+__all__ = ["RECORD_KEYS", "ResponseSet", "load_records", "select_responses", "record_dicts"]
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +52,35 @@ class ResponseSet(list):
 
     def __init__(self, records: Iterable[dict[str, Any]] = (),
                  selection: dict[str, Any] | None = None):
+        if isinstance(records, (str, bytes, Mapping)) or not isinstance(records, Iterable):
+            raise InputError(f"a ResponseSet holds a list of records, not a "
+                             f"{type(records).__name__}")
+        if selection is not None and not isinstance(selection, Mapping):
+            raise InputError(f"selection must be a dict, not {type(selection).__name__}")
         super().__init__(records)
         self.selection: dict[str, Any] = dict(selection or {})
 
 
 # --------------------------------------------------------------------------- values
+
+
+def record_dicts(records: Any, what: str = "records") -> list[dict[str, Any]]:
+    """Shallow copies of an iterable of record dicts (no normalisation).
+
+    Raises:
+        InputError: not an iterable of mappings (None, a string, a single dict, a number).
+    """
+    if isinstance(records, (str, bytes, os.PathLike)):
+        raise InputError(f"{what} must be a list of dicts, not the path or text {records!r}; "
+                         f"read a file with emlens.load_records first")
+    if isinstance(records, Mapping) or not isinstance(records, Iterable):
+        raise InputError(f"{what} must be a list of dicts, not a {type(records).__name__}")
+    out = []
+    for i, r in enumerate(records):
+        if not isinstance(r, Mapping):
+            raise InputError(f"record {i} of {what} is a {type(r).__name__}, not a dict")
+        out.append(dict(r))
+    return out
 
 
 def _missing(value: Any) -> bool:
@@ -358,6 +383,13 @@ def select_responses(
         >>> len(mis) == len(ali)                                # doctest: +SKIP
         True
     """
+    misaligned_max = as_scalar(misaligned_max, "misaligned_max")
+    aligned_min = as_scalar(aligned_min, "aligned_min")
+    if coherent_min is not None:
+        coherent_min = as_scalar(coherent_min, "coherent_min (or None)")
+    seed = as_index(seed, "seed")
+    if not isinstance(balance, bool):
+        raise InputError(f"balance must be True or False, not {balance!r}")
     if misaligned_max > aligned_min:
         raise InputError(f"misaligned_max={misaligned_max} is above aligned_min={aligned_min}; "
                          f"the two sets would overlap")

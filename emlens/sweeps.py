@@ -26,6 +26,35 @@ __all__ = ["sweep"]
 log = logging.getLogger(__name__)
 
 
+def _check_sweep_args(alphas: Any, n: Any, seed: Any, misaligned_max: Any, coherent_min: Any,
+                      run_dir: Any, sample_kwargs: dict[str, Any]) -> None:
+    """Refuse malformed sweep arguments before any cell is sampled."""
+    import inspect
+
+    from .vectors import as_index, as_scalar
+
+    if isinstance(alphas, (str, bytes)) or not isinstance(alphas, Sequence) or not alphas:
+        raise InputError(f"alphas must be a non-empty list of numbers, not {alphas!r}")
+    for a in alphas:
+        as_scalar(a, "each alpha")
+    if n is not None and as_index(n, "n (answers per paraphrase)") < 1:
+        raise InputError(f"n must be a positive integer, got {n}")
+    as_index(seed, "seed")
+    as_scalar(misaligned_max, "misaligned_max")
+    as_scalar(coherent_min, "coherent_min")
+    if run_dir is not None:
+        if not isinstance(run_dir, (str, os.PathLike)) or not os.fspath(run_dir):
+            raise InputError(f"run_dir must be a directory path or None, not {run_dir!r}")
+        if os.path.exists(run_dir) and not os.path.isdir(run_dir):
+            raise InputError(f"run_dir {os.fspath(run_dir)!r} is a file; pass a directory")
+    params = inspect.signature(sample).parameters
+    allowed = [k for k in params if k not in ("model", "questions", "n", "seed", "progress")]
+    unknown = sorted(set(sample_kwargs) - set(allowed))
+    if unknown:
+        raise InputError(f"sweep passes unknown sampling arguments {unknown} to emlens.sample; "
+                         f"it takes {allowed}")
+
+
 def _cells(layers: Sequence[int], alphas: Sequence[float], baseline: bool, random: bool,
            ablation: bool, ablation_layers: Sequence[int]) -> list[dict[str, Any]]:
     cells: list[dict[str, Any]] = []
@@ -112,6 +141,7 @@ def sweep(
     from tqdm.auto import tqdm
 
     n_layers, d_model = model_dims(model)
+    _check_sweep_args(alphas, n, seed, misaligned_max, coherent_min, run_dir, sample_kwargs)
     if not isinstance(direction, Direction):
         raise InputError("direction must be an emlens.Direction")
     check_direction(direction, d_model)

@@ -36,13 +36,13 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 from transformers import Trainer, TrainerCallback
 
 from .chat import IGNORE_INDEX, encode_chat, pad_batch, pad_token_id
-from .errors import InputError
+from .errors import FileFormatError, InputError, ModelLoadError, ModelNotFoundError
 
 __all__ = ["load_chats", "ChatCollator", "KLTrainer", "TrajectoryCallback",
            "FinetuneResult", "finetune", "kl_per_token"]
@@ -58,17 +58,31 @@ def load_chats(data: Any) -> list[list[dict[str, str]]]:
     """Conversations from a list of ``{"messages": [...]}`` (or of message lists), a JSONL
     path, or an HF dataset with a ``messages`` column."""
     if isinstance(data, (str, os.PathLike)):
+        from .io import read_jsonl
+
         path = Path(data)
+        if path.is_dir():
+            raise InputError(f"chat data {str(path)!r} is a directory; pass a JSONL file")
         if not path.is_file():
             raise InputError(f"chat data file {str(path)!r} does not exist")
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        try:
+            rows = read_jsonl(path)
+        except UnicodeDecodeError:
+            raise FileFormatError(f"chat data file {str(path)!r} is not UTF-8 text") from None
+    elif isinstance(data, (bytes, dict)) or not isinstance(data, Iterable):
+        raise InputError(f"training data must be a list of {{'messages': [...]}} dicts, a JSONL "
+                         f"path or a dataset with a 'messages' column, not "
+                         f"{type(data).__name__}")
     else:
         rows = data
     out = []
     for i, row in enumerate(rows):
         msgs = row["messages"] if isinstance(row, dict) and "messages" in row else row
-        if not isinstance(msgs, (list, tuple)) or not all(isinstance(m, dict) for m in msgs):
-            raise InputError(f"chat row {i} is not {{'messages': [...]}} or a list of messages")
+        if not isinstance(msgs, (list, tuple)) or not all(
+                isinstance(m, dict) and isinstance(m.get("role"), str)
+                and isinstance(m.get("content"), str) for m in msgs):
+            raise InputError(f"chat row {i} is not {{'messages': [...]}} or a list of "
+                             f"{{'role': ..., 'content': ...}} messages")
         out.append([{"role": m["role"], "content": m["content"]} for m in msgs])
     if not out:
         raise InputError("no conversations in the training data")
@@ -281,12 +295,80 @@ def load_trainable(model: Any, tokenizer: Any = None) -> tuple[Any, Any]:
     if isinstance(model, (str, os.PathLike)):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        tokenizer = tokenizer or AutoTokenizer.from_pretrained(model)
-        model = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32,
-                                                     attn_implementation="eager")
+        text = os.fspath(model)
+        local = Path(text).expanduser()
+        if not text or (not local.exists() and (text.startswith(("/", ".", "~"))
+                                                or text.count("/") > 1)):
+            raise ModelNotFoundError(f"model directory {text!r} does not exist")
+        if local.exists() and not local.is_dir():
+            raise ModelNotFoundError(f"model path {text!r} is a file; pass the directory "
+                                     f"that holds config.json")
+        try:
+            tokenizer = tokenizer or AutoTokenizer.from_pretrained(model)
+            model = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32,
+                                                         attn_implementation="eager")
+        except (OSError, ValueError) as e:
+            raise ModelLoadError(f"transformers could not load {text!r} for training: {e}") \
+                from None
+    elif not isinstance(model, torch.nn.Module):
+        raise InputError(f"model must be an HF directory, a hub id or a transformers model, not "
+                         f"{type(model).__name__}")
     if tokenizer is None:
         raise InputError("pass tokenizer= when model is a model object")
     return model, tokenizer
+
+
+def _check_finetune_args(kw: dict[str, Any]) -> None:
+    """Refuse malformed training settings before a model is loaded."""
+    from transformers.trainer_utils import SchedulerType
+
+    from .vectors import as_index, as_scalar
+
+    def positive(name: str, allow_zero: bool = False) -> None:
+        value = as_scalar(kw[name], name)
+        if value < 0 or (value == 0 and not allow_zero):
+            raise InputError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
+
+    positive("learning_rate")
+    positive("weight_decay", allow_zero=True)
+    positive("kl_weight", allow_zero=True)
+    for name in ("batch_size", "kl_batch_size"):
+        if as_index(kw[name], name) < 1:
+            raise InputError(f"{name} must be a positive integer, got {kw[name]}")
+    for name in ("warmup_steps", "snapshot_every", "probe_every"):
+        if as_index(kw[name], name) < 0:
+            raise InputError(f"{name} must be a non-negative integer, got {kw[name]}")
+    as_index(kw["seed"], "seed")
+    max_steps = as_index(kw["max_steps"], "max_steps")
+    if max_steps == 0 or max_steps < -1:
+        raise InputError(f"max_steps must be a positive number of optimizer steps, or -1 to "
+                         f"train for `epochs`; got {max_steps}")
+    epochs = as_scalar(kw["epochs"], "epochs")
+    if epochs < 0 or (epochs == 0 and max_steps == -1):
+        raise InputError(f"epochs must be > 0 (or pass max_steps), got {epochs}")
+    if kw["max_length"] is not None and as_index(kw["max_length"], "max_length") < 1:
+        raise InputError(f"max_length must be a positive integer or None, got {kw['max_length']}")
+    if kw["probe"] is not None and not callable(kw["probe"]):
+        raise InputError(f"probe must be a function probe(model, step) -> dict, not "
+                         f"{type(kw['probe']).__name__}")
+    if kw["kl_weight"] > 0 and kw["kl_data"] is None:
+        raise InputError(f"kl_weight={kw['kl_weight']} needs kl_data (the conversations the KL "
+                         f"penalty is taken on); pass kl_data or kl_weight=0")
+    names = [t.value for t in SchedulerType]
+    if kw["lr_scheduler"] not in names:
+        raise InputError(f"lr_scheduler {kw['lr_scheduler']!r} is not one of {names}")
+    if kw["training_args"] is not None and not isinstance(kw["training_args"], dict):
+        raise InputError(f"training_args must be a dict of TrainingArguments fields, not "
+                         f"{type(kw['training_args']).__name__}")
+    if kw["kl_reference"] not in ("toggle", "precomputed"):
+        raise InputError(f"kl_reference must be 'toggle' or 'precomputed', not "
+                         f"{kw['kl_reference']!r}")
+    out = kw["output_dir"]
+    if out is not None:
+        if not isinstance(out, (str, os.PathLike)) or not os.fspath(out):
+            raise InputError(f"output_dir must be a directory path or None, not {out!r}")
+        if Path(out).exists() and not Path(out).is_dir():
+            raise InputError(f"output_dir {os.fspath(out)!r} is a file; pass a directory")
 
 
 def finetune(
@@ -352,6 +434,13 @@ def finetune(
     """
     from transformers import TrainingArguments, set_seed
 
+    _check_finetune_args(dict(
+        output_dir=output_dir, kl_data=kl_data, kl_weight=kl_weight,
+        kl_batch_size=kl_batch_size, learning_rate=learning_rate, epochs=epochs,
+        max_steps=max_steps, batch_size=batch_size, weight_decay=weight_decay,
+        warmup_steps=warmup_steps, lr_scheduler=lr_scheduler, seed=seed, max_length=max_length,
+        snapshot_every=snapshot_every, probe=probe, probe_every=probe_every,
+        training_args=training_args, kl_reference=kl_reference))
     set_seed(seed)
     model, tokenizer = load_trainable(model, tokenizer)
     pad_id = pad_token_id(tokenizer)

@@ -26,6 +26,7 @@ from torch import nn
 
 from .directions import Direction
 from .errors import InputError
+from .vectors import as_index, as_scalar, check_vector
 
 __all__ = ["SteeringVectorModel", "train_steering_vector", "VECTOR_FILE"]
 
@@ -58,20 +59,22 @@ class SteeringVectorModel(nn.Module):
     def __init__(self, model: nn.Module, layer: int, alpha: float = 1.0,
                  init: torch.Tensor | None = None):
         super().__init__()
+        if not isinstance(model, nn.Module) or not hasattr(model, "config"):
+            raise InputError(f"SteeringVectorModel wraps a transformers causal LM, not "
+                             f"{type(model).__name__}")
         self.model = model
         layers = _decoder_layers(model)
-        if not 0 <= int(layer) < len(layers):
+        layer = as_index(layer, "layer")
+        if not 0 <= layer < len(layers):
             raise InputError(f"layer {layer} is out of range for a {len(layers)}-layer model")
-        self.layer, self.alpha = int(layer), float(alpha)
-        for p in model.parameters():
-            p.requires_grad_(False)
+        self.layer, self.alpha = layer, as_scalar(alpha, "alpha")
         d_model = int(model.config.hidden_size if hasattr(model.config, "hidden_size")
                       else model.config.n_embd)
         ref = next(model.parameters())
         v = torch.zeros(d_model, dtype=torch.float32) if init is None else \
-            torch.as_tensor(init, dtype=torch.float32).flatten().clone()
-        if v.numel() != d_model:
-            raise InputError(f"init vector has {v.numel()} entries, the model's d_model is {d_model}")
+            check_vector(init, d_model, "init").clone()
+        for p in model.parameters():
+            p.requires_grad_(False)
         self.vector = nn.Parameter(v.to(ref.device))
         self.enabled = True
         self._handle = layers[self.layer].register_forward_hook(self._add)

@@ -458,6 +458,8 @@ def save_model(model: Any, path: str | os.PathLike, *, overwrite: bool = False) 
     from huggingface_hub import save_torch_state_dict
 
     hf = model.original_model
+    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+        raise InputError(f"path must be the directory to save the model in, not {path!r}")
     path = Path(path).expanduser()
     if path.exists() and not path.is_dir():
         raise InputError(f"{str(path)!r} is a file; pass a directory path to save the model in")

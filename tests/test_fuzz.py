@@ -24,6 +24,9 @@ from emlens.errors import EmlensError
 NAN, INF = math.nan, math.inf
 
 
+_OWN: dict[str, object] = {}
+
+
 class Ctx:
     """Valid arguments and bad files, made on first use."""
 
@@ -33,6 +36,20 @@ class Ctx:
     @property
     def model(self):
         return self._lens("qwen2")
+
+    @property
+    def own_model(self):
+        """A bridge of this module's own, for calls that would edit a model if they passed."""
+        if "own" not in _OWN:
+            _OWN["own"] = emlens.load_model(self.dir, device="cpu")
+        return _OWN["own"]
+
+    @property
+    def hf(self):
+        """A fresh transformers model (SteeringVectorModel hooks and freezes what it wraps)."""
+        from transformers import AutoModelForCausalLM
+
+        return AutoModelForCausalLM.from_pretrained(self.dir)
 
     @property
     def dir(self):
@@ -299,8 +316,10 @@ cases("steer", {
                                                             layers=[0]),
     "positions-str": lambda c: emlens.steer(c.model, c.direction, 1.0, positions="prompt"),
     "positions-int": lambda c: emlens.steer(c.model, c.direction, 1.0, positions=3),
-    "positions-step-slice": lambda c: emlens.steer(c.model, c.direction, 1.0,
-                                                   positions=slice(0, 4, 2)),
+    "positions-zero-step": lambda c: emlens.steer(c.model, c.direction, 1.0,
+                                                  positions=slice(0, 4, 0)),
+    "positions-negative-start": lambda c: emlens.steer(c.model, c.direction, 1.0,
+                                                       positions=slice(-3, None)),
 })
 
 cases("ablate", {
@@ -316,13 +335,13 @@ cases("ablate", {
 
 cases("orthogonalize", {
     "model-None": lambda c: emlens.orthogonalize(None, c.vector),
-    "direction-None": lambda c: emlens.orthogonalize(c.model, None),
-    "vector-zero": lambda c: emlens.orthogonalize(c.model, torch.zeros(c.d_model)),
-    "vector-inf": lambda c: emlens.orthogonalize(c.model, torch.full((c.d_model,), INF)),
-    "vector-wrong-width": lambda c: emlens.orthogonalize(c.model, torch.ones(3)),
+    "direction-None": lambda c: emlens.orthogonalize(c.own_model, None),
+    "vector-zero": lambda c: emlens.orthogonalize(c.own_model, torch.zeros(c.d_model)),
+    "vector-inf": lambda c: emlens.orthogonalize(c.own_model, torch.full((c.d_model,), INF)),
+    "vector-wrong-width": lambda c: emlens.orthogonalize(c.own_model, torch.ones(3)),
     "per-layer-direction": lambda c: emlens.orthogonalize(
-        c.model, emlens.Direction(torch.ones(2, c.d_model))),
-    "lora-only-without-adapters": lambda c: emlens.orthogonalize(c.model, c.vector,
+        c.own_model, emlens.Direction(torch.randn(2, c.d_model))),
+    "lora-only-without-adapters": lambda c: emlens.orthogonalize(c.own_model, c.vector,
                                                                  lora_only=True),
 })
 
@@ -562,14 +581,14 @@ cases("train_steering_vector", {
 
 cases("SteeringVectorModel", {
     "model-None": lambda c: emlens.SteeringVectorModel(None, layer=0),
-    "layer-float": lambda c: emlens.SteeringVectorModel(c.model.original_model, layer=0.5),
-    "layer-huge": lambda c: emlens.SteeringVectorModel(c.model.original_model, layer=99),
-    "alpha-nan": lambda c: emlens.SteeringVectorModel(c.model.original_model, layer=0,
+    "layer-float": lambda c: emlens.SteeringVectorModel(c.hf, layer=0.5),
+    "layer-huge": lambda c: emlens.SteeringVectorModel(c.hf, layer=99),
+    "alpha-nan": lambda c: emlens.SteeringVectorModel(c.hf, layer=0,
                                                       alpha=NAN),
-    "init-wrong-width": lambda c: emlens.SteeringVectorModel(c.model.original_model, layer=0,
+    "init-wrong-width": lambda c: emlens.SteeringVectorModel(c.hf, layer=0,
                                                              init=torch.ones(3)),
     "init-nan": lambda c: emlens.SteeringVectorModel(
-        c.model.original_model, layer=0, init=torch.full((c.d_model,), NAN)),
+        c.hf, layer=0, init=torch.full((c.d_model,), NAN)),
 })
 
 # Exports that take no user input: warning and error classes, and the return types the
@@ -602,7 +621,7 @@ def test_malformed_argument_raises_an_emlens_error(entry, cid, call, lens, tiny_
     except EmlensError as e:
         assert str(e).strip(), "the error message is empty"
         return
-    if hasattr(result, "remove"):  # never leave a hook on the shared model
+    if isinstance(result, emlens.InterventionHandle):  # never leave a hook behind
         result.remove()
     pytest.fail(f"{entry} accepted the malformed argument ({cid}) and returned "
                 f"{type(result).__name__}")
