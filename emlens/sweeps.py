@@ -31,6 +31,7 @@ def _check_sweep_args(alphas: Any, n: Any, seed: Any, misaligned_max: Any, coher
     """Refuse malformed sweep arguments before any cell is sampled."""
     import inspect
 
+    from . import sampling
     from .vectors import as_index, as_scalar
 
     if isinstance(alphas, (str, bytes)) or not isinstance(alphas, Sequence) or not alphas:
@@ -47,7 +48,7 @@ def _check_sweep_args(alphas: Any, n: Any, seed: Any, misaligned_max: Any, coher
             raise InputError(f"run_dir must be a directory path or None, not {run_dir!r}")
         if os.path.exists(run_dir) and not os.path.isdir(run_dir):
             raise InputError(f"run_dir {os.fspath(run_dir)!r} is a file; pass a directory")
-    params = inspect.signature(sample).parameters
+    params = inspect.signature(sampling.sample).parameters
     allowed = [k for k in params if k not in ("model", "questions", "n", "seed", "progress")]
     unknown = sorted(set(sample_kwargs) - set(allowed))
     if unknown:
