@@ -32,6 +32,7 @@ _EXPORTS = {
     "AdapterError": "errors",
     "InputError": "errors",
     "FileFormatError": "errors",
+    "RunMismatchError": "errors",
     "ProvenanceWarning": "formats",
     # models
     "load_model": "models",
@@ -72,7 +73,7 @@ _EXPORTS = {
 
 #: Subpackages and modules reachable as ``emlens.<name>`` without an explicit import.
 _SUBMODULES = ("judges", "plots", "organisms", "stability", "training", "vector_training",
-               "formats", "chat", "vectors", "io", "runs", "errors", "testing")
+               "formats", "chat", "vectors", "io", "keys", "runs", "errors", "testing")
 
 __all__ = ["__version__", *_EXPORTS]
 
@@ -103,6 +104,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs
         InputError,
         ModelLoadError,
         ModelNotFoundError,
+        RunMismatchError,
         UnsupportedModelError,
     )
     from .evaluation import EMStats, em_stats, judge, judge_records  # noqa: F401

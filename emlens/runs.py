@@ -1,54 +1,232 @@
-"""Run directories: config, records and scores on disk, written atomically, resumable.
+"""Run directories: keyed config, records and scores on disk, written atomically, resumable.
 
-A run directory holds ``config.json`` and JSONL files of records. Every write goes to a
-temporary file that is renamed into place, so a crash leaves either the old file or the
-new one, never half of one.
+A run directory holds ``config.json`` and JSONL files of results. The config holds the
+run's *keys*: everything that changes its numbers (the model and adapters with their
+hashes, the direction's hash, the questions, prompts and judge prompts, the judge and its
+server, decoding settings, seeds, the grid). Reopening a directory with other keys is
+refused with a :class:`~emlens.errors.RunMismatchError` naming each key that differs, so
+a result computed under one setting is never reused, or mixed into, a run under another.
+:class:`RunDir` is the one place where a stored config is compared with a new one.
+
+Every write goes to a temporary file that is renamed into place, so a crash leaves either
+the old file or the new one, never half of one.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 from ._version import __version__
-from .errors import FileFormatError
+from .errors import FileFormatError, RunMismatchError
 from .io import atomic_write_text, json_default, read_jsonl, write_jsonl
 
-__all__ = ["RunDir"]
+__all__ = ["RunDir", "RUN_SCHEMA", "differences"]
+
+#: the layout of a keyed config file; a config without it predates keyed runs.
+RUN_SCHEMA = 2
+_ABSENT = "<absent>"
+_SHOWN = 8
+
+
+def _plain(value: Any) -> Any:
+    """The JSON round trip of a value (what a stored config reads back as)."""
+    return json.loads(json.dumps(value, default=json_default))
+
+
+def _flatten(value: Any, prefix: str, out: dict[str, Any]) -> dict[str, Any]:
+    if isinstance(value, dict) and value:
+        for k, v in value.items():
+            _flatten(v, f"{prefix}.{k}" if prefix else str(k), out)
+    elif isinstance(value, list) and value:
+        for i, v in enumerate(value):
+            _flatten(v, f"{prefix}[{i}]", out)
+    else:
+        out[prefix] = value
+    return out
+
+
+def differences(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """The keys whose values differ between two configs, as dotted paths.
+
+    Args:
+        old: the stored keys.
+        new: the keys of the run asking to reuse them.
+
+    Returns:
+        ``(path, old value, new value)`` for each leaf that differs; a leaf only one side
+        has reads ``"<absent>"`` on the other.
+
+    Example:
+        >>> differences({"model": {"dtype": "float32"}, "n": 4}, {"model": {"dtype": "bfloat16"}, "n": 4})
+        [('model.dtype', 'float32', 'bfloat16')]
+    """
+    a, b = _flatten(_plain(old), "", {}), _flatten(_plain(new), "", {})
+    out = []
+    for path in sorted(set(a) | set(b)):
+        x, y = a.get(path, _ABSENT), b.get(path, _ABSENT)
+        if x != y or type(x) is not type(y) and isinstance(x, bool) != isinstance(y, bool):
+            out.append((path, x, y))
+    return out
+
+
+def _show(value: Any) -> str:
+    text = value if value == _ABSENT else json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _describe(diffs: Sequence[tuple[str, Any, Any]]) -> str:
+    shown = [f"{p}: {_show(x)} -> {_show(y)}" for p, x, y in diffs[:_SHOWN]]
+    more = len(diffs) - _SHOWN
+    return "; ".join(shown) + (f"; and {more} more" if more > 0 else "")
 
 
 class RunDir:
-    """A directory for one run: ``config.json`` plus named JSONL files.
+    """A directory for one run: a keyed config file plus named JSONL files.
+
+    Args:
+        path: the directory (created if missing).
+        config: the run's keys, everything that changes its numbers. ``None`` opens the
+            directory without checking (to read it).
+        info: recorded beside the keys but not compared (the device, library versions,
+            the full model provenance).
+        config_file: the name of the config file (a directory may hold the keys of
+            several stages, e.g. ``config.json`` for sampling and ``judge.json`` for the
+            scores judged from it).
+        outputs: glob patterns of the result files this config describes; they are
+            deleted by ``overwrite=True``, and finding them with no config is refused.
+        overwrite: discard results computed with other keys (or without keys) instead
+            of refusing to open the directory.
+        overwrite_hint: how the caller lets a user overwrite, for the error message
+            (e.g. ``"pass overwrite=True (--overwrite)"``).
+
+    Raises:
+        RunMismatchError: the directory holds results computed with other keys (the
+            message names each key that differs, stored -> now), results written before
+            runs were keyed, or results without a config.
 
     Example:
         >>> run = RunDir("runs/steer-sweep", config={"alphas": [1, 2]})   # doctest: +SKIP
         >>> run.save("cell-0", records)                                   # doctest: +SKIP
     """
 
-    def __init__(self, path: str | os.PathLike, config: dict[str, Any] | None = None):
+    def __init__(self, path: str | os.PathLike, config: dict[str, Any] | None = None, *,
+                 info: dict[str, Any] | None = None, config_file: str = "config.json",
+                 outputs: Sequence[str] = (), overwrite: bool = False,
+                 overwrite_hint: str | None = None):
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
-        if config is not None:
-            cfg_path = self.path / "config.json"
-            full = {"emlens_version": __version__, **config}
-            if cfg_path.exists():
-                old = json.loads(cfg_path.read_text())
-                old_cmp = {k: v for k, v in old.items() if k not in ("created", "emlens_version")}
-                new_cmp = json.loads(json.dumps({k: v for k, v in full.items()
-                                                 if k not in ("created", "emlens_version")},
-                                                default=json_default))
-                if old_cmp != new_cmp:
-                    changed = sorted(k for k in set(old_cmp) | set(new_cmp)
-                                     if old_cmp.get(k) != new_cmp.get(k))
-                    raise FileFormatError(
-                        f"run directory {str(self.path)!r} holds a run with other settings "
-                        f"(differing: {changed}); use a new directory to start a new run")
+        self.config_path = self.path / config_file
+        self.outputs = tuple(outputs)
+        self.config: dict[str, Any] | None = None
+        self.info: dict[str, Any] = {}
+        if config is None:
+            if self.config_path.is_file():
+                stored = self._read()
+                self.config = stored.get("keys")
+                self.info = stored.get("info") or {}
+            return
+        keys = _plain(config)
+        self.config, self.info = keys, _plain(info or {})
+        how = (f"use a new directory, or {overwrite_hint} to discard the results in it"
+               if overwrite_hint else f"use a new directory, or delete {str(self.path)!r} "
+                                      f"to start over")
+        if self.config_path.is_file():
+            stored = self._read()
+            if stored.get("run_schema") != RUN_SCHEMA or "keys" not in stored:
+                if not overwrite:
+                    raise RunMismatchError(
+                        f"run directory {str(self.path)!r} was written before runs were keyed "
+                        f"(its {config_file} has no run_schema {RUN_SCHEMA}), so emlens cannot "
+                        f"tell which model, settings and judge its results were computed "
+                        f"with and will not reuse them; {how}")
+                self._reset()
             else:
-                full["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-                atomic_write_text(cfg_path, json.dumps(full, indent=2, default=json_default))
+                diffs = differences(stored["keys"], keys)
+                if diffs and not overwrite:
+                    raise RunMismatchError(
+                        f"run directory {str(self.path)!r} holds results computed with other "
+                        f"settings, so they cannot be reused for this run. What differs "
+                        f"(stored -> now): {_describe(diffs)}. To proceed, {how}")
+                if diffs:
+                    self._reset()
+                else:
+                    return
+        else:
+            orphans = self._existing_outputs()
+            if orphans and not overwrite:
+                raise RunMismatchError(
+                    f"run directory {str(self.path)!r} holds results ({', '.join(orphans[:3])}"
+                    f"{', ...' if len(orphans) > 3 else ''}) but no {config_file} saying what "
+                    f"they were computed with, so emlens will not reuse them; {how}")
+            if orphans:
+                self._reset()
+        self._write(exclusive=not overwrite)
+
+    # ------------------------------------------------------------------ config file
+
+    def _read(self) -> dict[str, Any]:
+        try:
+            stored = json.loads(self.config_path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as e:
+            raise FileFormatError(f"{str(self.config_path)!r} is not valid JSON ({e}); delete "
+                                  f"it or use a new run directory") from None
+        if not isinstance(stored, dict):
+            raise FileFormatError(f"{str(self.config_path)!r} is not a run config (a JSON "
+                                  f"object); delete it or use a new run directory")
+        return stored
+
+    def _existing_outputs(self) -> list[str]:
+        found = {p.name for pattern in self.outputs for p in self.path.glob(pattern)
+                 if p.is_file()}
+        return sorted(found)
+
+    def _reset(self) -> None:
+        for name in self._existing_outputs():
+            (self.path / name).unlink(missing_ok=True)
+
+    def _write(self, exclusive: bool) -> None:
+        text = json.dumps({"run_schema": RUN_SCHEMA, "emlens_version": __version__,
+                           "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                           "keys": self.config, "info": self.info}, indent=2,
+                          default=json_default)
+        if not exclusive:
+            atomic_write_text(self.config_path, text)
+            return
+        # Create the file only if no other process created it meanwhile (a hard link fails
+        # on an existing name); if one did, its keys must equal ours.
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.config_path.name}.", suffix=".tmp",
+                                   dir=self.path)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+            try:
+                os.link(tmp, self.config_path)
+            except FileExistsError:
+                stored = self._read()
+                diffs = differences(stored.get("keys") or {}, self.config or {})
+                if diffs:
+                    raise RunMismatchError(
+                        f"another process started a run in {str(self.path)!r} with other "
+                        f"settings at the same time (stored -> now): {_describe(diffs)}; "
+                        f"use a new directory") from None
+            except OSError:  # a file system without hard links
+                os.replace(tmp, self.config_path)
+                tmp = ""
+        finally:
+            if tmp:
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
+
+    # ------------------------------------------------------------------ results
 
     def file(self, name: str) -> Path:
         return self.path / f"{name}.jsonl"
