@@ -38,44 +38,54 @@ def _plain(value: Any) -> Any:
     return json.loads(json.dumps(value, default=json_default))
 
 
-def _flatten(value: Any, prefix: str, out: dict[str, Any]) -> dict[str, Any]:
-    if isinstance(value, dict) and value:
-        for k, v in value.items():
-            _flatten(v, f"{prefix}.{k}" if prefix else str(k), out)
-    elif isinstance(value, list) and value:
-        for i, v in enumerate(value):
-            _flatten(v, f"{prefix}[{i}]", out)
-    else:
-        out[prefix] = value
-    return out
+def _empty(value: Any) -> bool:
+    return value == _ABSENT or (isinstance(value, (dict, list)) and not value)
+
+
+def _same(x: Any, y: Any) -> bool:
+    return x == y and isinstance(x, bool) == isinstance(y, bool)
+
+
+def _diff(x: Any, y: Any, path: str, out: list[tuple[str, Any, Any]]) -> None:
+    if isinstance(x, dict) and isinstance(y, dict):
+        for k in list(x) + [k for k in y if k not in x]:
+            _diff(x.get(k, _ABSENT), y.get(k, _ABSENT), f"{path}.{k}" if path else str(k), out)
+    elif isinstance(x, list) and isinstance(y, list):
+        for i in range(max(len(x), len(y))):
+            _diff(x[i] if i < len(x) else _ABSENT, y[i] if i < len(y) else _ABSENT,
+                  f"{path}[{i}]", out)
+    elif _empty(x) and _empty(y):
+        return  # an empty dict or list is the same as none
+    elif not _same(x, y):
+        out.append((path, x, y))
 
 
 def differences(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, Any, Any]]:
     """The keys whose values differ between two configs, as dotted paths.
+
+    A part only one side has (an added adapter, say) is one difference at its own path;
+    an empty dict or list equals a missing one.
 
     Args:
         old: the stored keys.
         new: the keys of the run asking to reuse them.
 
     Returns:
-        ``(path, old value, new value)`` for each leaf that differs; a leaf only one side
-        has reads ``"<absent>"`` on the other.
+        ``(path, old value, new value)`` for each difference; the side that lacks the
+        part reads ``"<absent>"``.
 
     Example:
         >>> differences({"model": {"dtype": "float32"}, "n": 4}, {"model": {"dtype": "bfloat16"}, "n": 4})
         [('model.dtype', 'float32', 'bfloat16')]
     """
-    a, b = _flatten(_plain(old), "", {}), _flatten(_plain(new), "", {})
-    out = []
-    for path in sorted(set(a) | set(b)):
-        x, y = a.get(path, _ABSENT), b.get(path, _ABSENT)
-        if x != y or type(x) is not type(y) and isinstance(x, bool) != isinstance(y, bool):
-            out.append((path, x, y))
+    out: list[tuple[str, Any, Any]] = []
+    _diff(_plain(old), _plain(new), "", out)
     return out
 
 
 def _show(value: Any) -> str:
-    text = value if value == _ABSENT else json.dumps(value, ensure_ascii=False)
+    text = value if value == _ABSENT else json.dumps(value, ensure_ascii=False,
+                                                      separators=(",", ":"))
     return text if len(text) <= 80 else text[:77] + "..."
 
 
