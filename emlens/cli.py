@@ -233,8 +233,6 @@ def _judge_questions(args: argparse.Namespace, run_path: Path, records: list[dic
 
 
 def _cmd_judge(args: argparse.Namespace) -> int:
-    import hashlib
-
     from .evaluation import em_stats, judge_records
     from .io import read_jsonl, write_jsonl
     from .judges.prompts import DEFAULT_METRICS
@@ -254,9 +252,7 @@ def _cmd_judge(args: argparse.Namespace) -> int:
     j = _judge(args.judge, cache, args.base_url, args.api_key_env, timeout=args.timeout,
                max_retries=args.max_retries)
     RunDir(run_path, config={
-        "kind": "judge",
-        "records": {"file": records_file.name,
-                    "sha256": hashlib.sha256(records_file.read_bytes()).hexdigest()[:16]},
+        "kind": "judge", "records": records_file.name,
         "judge": judge_key(j, DEFAULT_METRICS), "metrics": list(DEFAULT_METRICS),
         "judge_prompts": {q.id: {m: text_hash(t) for m, t in sorted(q.judge_prompts.items())}
                           for q in qs or () if q.judge_prompts},
