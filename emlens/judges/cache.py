@@ -105,7 +105,7 @@ CREATE TABLE IF NOT EXISTS claims (
 """
 
 #: judgements one process claims at a time (so two processes started together share work).
-CLAIM_BATCH = 256
+CLAIM_BATCH = 1024
 #: seconds between looks for judgements another process is making.
 POLL_S = 0.2
 _HOST = socket.gethostname()
