@@ -66,8 +66,8 @@ def _cell_name(cell: dict[str, Any]) -> str:
     return f"cell-{cell['condition']}-L{layer}-a{_alpha_name(cell['alpha'])}"
 
 
-def _check_grid(layers: Sequence[int], alphas: Sequence[float],
-                ablation_layers: Sequence[int] | None) -> list[float]:
+def _check_alphas(alphas: Sequence[float]) -> list[float]:
+    """Alphas as finite floats, each given once (two equal alphas would share a cell)."""
     out = []
     for a in alphas:
         try:
@@ -77,12 +77,9 @@ def _check_grid(layers: Sequence[int], alphas: Sequence[float],
         if not math.isfinite(value):
             raise InputError(f"alphas must be finite numbers, got {a!r}")
         out.append(value)
-    for what, values in (("alphas", out), ("layers", list(layers)),
-                         ("ablation_layers", list(ablation_layers or []))):
-        repeats = sorted({v for i, v in enumerate(values) if v in values[:i]})
-        if repeats:
-            raise InputError(f"{what} repeat {repeats} (after negative layers are counted from "
-                             f"the end); give each value once")
+    repeats = sorted({v for i, v in enumerate(out) if v in out[:i]})
+    if repeats:  # (repeated layers are refused by model_layers)
+        raise InputError(f"alphas repeat {repeats}; give each value once")
     return out
 
 
@@ -99,7 +96,7 @@ def _sample_settings(sample_kwargs: dict[str, Any]) -> dict[str, Any]:
 
 
 def _check_cell(run: RunDir, name: str, cell: dict[str, Any], records: list[dict[str, Any]],
-                expected: int | None) -> None:
+                expected: int) -> None:
     """A saved cell must hold the records of exactly that cell, all of them."""
     want = (cell["condition"], cell["layer"], cell["alpha"])
     for r in records:
@@ -109,7 +106,7 @@ def _check_cell(run: RunDir, name: str, cell: dict[str, Any], records: list[dict
                 f"{str(run.file(name))!r} holds records of another cell (condition, layer, "
                 f"alpha = {got}, expected {want}); delete the file to resample that cell, or "
                 f"use a new run directory")
-    if expected is not None and len(records) != expected:
+    if len(records) != expected:
         raise RunMismatchError(f"{str(run.file(name))!r} holds {len(records)} records, expected "
                                f"{expected}; delete the file to resample that cell")
 
@@ -190,7 +187,7 @@ def sweep(
     layers = list(model_layers(layers, n_layers))
     if ablation_layers is not None:
         ablation_layers = list(model_layers(ablation_layers, n_layers))
-    alphas = _check_grid(layers, alphas, ablation_layers)
+    alphas = _check_alphas(alphas)
     for layer in [*layers, *(ablation_layers or [])]:
         direction.vector(layer)  # raises if the direction lacks it
     qs = as_questions(questions)
@@ -198,7 +195,8 @@ def sweep(
     rand = Direction.random_like(direction, seed=seed)
     cells = _cells(layers, alphas, baseline, random, ablation,
                    list(ablation_layers) if ablation_layers is not None else layers)
-    expected = None if n is None else n * sum(len(q.paraphrases) for q in qs)
+    expected = sum((n if n is not None else q.samples_per_paraphrase) * len(q.paraphrases)
+                   for q in qs)
     run = None
     if run_dir is not None:
         run = RunDir(run_dir, config={
