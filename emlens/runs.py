@@ -75,7 +75,8 @@ def differences(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, Any
         part reads ``"<absent>"``.
 
     Example:
-        >>> differences({"model": {"dtype": "float32"}, "n": 4}, {"model": {"dtype": "bfloat16"}, "n": 4})
+        >>> differences({"model": {"dtype": "float32"}, "n": 4},
+        ...             {"model": {"dtype": "bfloat16"}, "n": 4})
         [('model.dtype', 'float32', 'bfloat16')]
     """
     out: list[tuple[str, Any, Any]] = []
