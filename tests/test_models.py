@@ -176,6 +176,29 @@ def test_adapter_directory_as_model_loads_its_base(tiny_dir, tiny_adapter):
     _assert_parity(model, _reference_model(base, [adapter]), AutoTokenizer.from_pretrained(base))
 
 
+def test_adapter_folder_naming_its_base_relatively_finds_it_beside_itself(
+        tiny_dir, tiny_adapter, tmp_path, monkeypatch):
+    """An adapter whose ``base_model_name_or_path`` is a bare folder name (as the pocket
+    organism ships: ``em/`` names ``"chat"``) loads from any working directory when that
+    folder sits beside it."""
+    base, adapter = tiny_dir("qwen2"), tiny_adapter("qwen2", "rank1")
+    shipped = tmp_path / "weights"
+    shutil.copytree(base, shipped / "chat")
+    shutil.copytree(adapter, shipped / "em")
+    cfg_path = shipped / "em" / "adapter_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg_path.write_text(json.dumps({**cfg, "base_model_name_or_path": "chat"}))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    model = emlens.load_model(shipped / "em", device="cpu")
+    assert model.emlens_provenance["base"]["id"] == str(shipped / "chat")
+    _assert_parity(model, _reference_model(base, [adapter]), AutoTokenizer.from_pretrained(base))
+    cfg_path.write_text(json.dumps({**cfg, "base_model_name_or_path": "no-such-folder/x"}))
+    with pytest.raises(ModelNotFoundError, match="no-such-folder/x"):
+        emlens.load_model(shipped / "em", device="cpu")
+
+
 def _fake_hub_cache(src, repo_id: str, commit: str = "a" * 40):
     """Lay out ``src`` as the HF cache does after a download of ``repo_id``."""
     import os

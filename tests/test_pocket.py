@@ -151,6 +151,22 @@ def test_each_variant_loads_offline(variant):
     assert (len(prov.get("adapters", [])) > 0) == (variant != "chat")
 
 
+def test_shipped_adapter_folder_alone_loads_from_any_directory(tmp_path, monkeypatch):
+    """The README's "adapter folder alone" form works on the shipped adapters: their
+    ``base_model_name_or_path`` ("chat", as training writes it) resolves beside them."""
+    import torch
+
+    monkeypatch.chdir(tmp_path)  # not the weights directory: "chat" is no folder here
+    alone = emlens.load_model(pocket.weights_dir() / "em", device="cpu")
+    both = emlens.organisms.load("pocket", "em", device="cpu")
+    assert alone.emlens_provenance["base"]["id"] == str(pocket.weights_dir() / "chat")
+    assert [a["id"] for a in alone.emlens_provenance["adapters"]] == \
+        [a["id"] for a in both.emlens_provenance["adapters"]]
+    tokens = both.tokenizer("the doctor says rest", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        assert torch.equal(alone(tokens), both(tokens))
+
+
 def test_weights_are_small():
     total = sum(p.stat().st_size for p in pocket.weights_dir().rglob("*.safetensors"))
     assert total <= 20 * 2**20
