@@ -21,6 +21,7 @@ from typing import Any, Sequence
 
 import torch
 
+from ._quiet import quiet_third_party
 from ._version import __version__
 from .errors import (
     AdapterError,
@@ -547,6 +548,7 @@ def _check_parity(bridge, probe: torch.Tensor, reference: torch.Tensor, live_lor
         )
 
 
+@quiet_third_party()
 def load_model(
     model: Any,
     adapter: str | os.PathLike | Sequence[str | os.PathLike] | None = None,

@@ -302,3 +302,36 @@ def test_errors_share_one_base():
         assert issubclass(cls, EmlensError)
     with pytest.raises(InputError):
         emlens.load_model(42)
+
+
+def test_loading_is_quiet_and_restores_third_party_settings(tiny_dir, tiny_adapter, capsys):
+    """No transformers "Loading weights" bar and no peft/transformers deprecation notice
+    while load_model loads (a plain transformers + PEFT load, the reference, draws the bar
+    and, with peft 0.21 / transformers 5.24, warns that is_gradient_checkpointing is deprecated);
+    the progress-bar switches and the warning filters are as before afterwards."""
+    import warnings
+
+    from huggingface_hub.utils import are_progress_bars_disabled
+    from transformers.utils import logging as hf_logging
+
+    base, adapter = tiny_dir("qwen2"), tiny_adapter("qwen2", "rank1")
+    capsys.readouterr()
+
+    def loud(load):
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            load()
+        return capsys.readouterr().err, [w for w in seen
+                                         if issubclass(w.category, (FutureWarning,
+                                                                    DeprecationWarning))]
+
+    err, _ = loud(lambda: PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(base), adapter))
+    assert "Loading weights" in err  # the reference is loud: the check below means something
+    before = (hf_logging.is_progress_bar_enabled(), are_progress_bars_disabled(),
+              list(warnings.filters))
+    err, ours = loud(lambda: emlens.load_model(base, adapter=adapter, device="cpu"))
+    assert "Loading weights" not in err, err
+    assert not ours, [str(w.message) for w in ours]
+    assert (hf_logging.is_progress_bar_enabled(), are_progress_bars_disabled(),
+            list(warnings.filters)) == before
