@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from typing import Iterator
+from collections.abc import Iterator
 
 __all__ = ["THIRD_PARTY", "quiet_third_party"]
 
@@ -21,19 +21,25 @@ THIRD_PARTY = r"(transformers|peft|transformer_lens|accelerate|datasets|huggingf
 
 
 @contextlib.contextmanager
-def quiet_third_party() -> Iterator[None]:
+def quiet_third_party(bars: bool = True) -> Iterator[None]:
     """Silence transformers' progress bars and third-party deprecation warnings for a block.
+
+    Args:
+        bars: also switch transformers' progress bars off (this imports transformers'
+            logging, ~1 s the first time: pass False where nothing loads a model).
 
     Usable as a decorator (``@quiet_third_party()``); the settings found on entry are put
     back on exit, also on an exception.
     """
-    from huggingface_hub.utils import are_progress_bars_disabled
-    from huggingface_hub.utils import disable_progress_bars as hub_off
-    from huggingface_hub.utils import enable_progress_bars as hub_on
-    from transformers.utils import logging as hf_logging
+    bars_on = hub_was_off = False
+    if bars:
+        from huggingface_hub.utils import are_progress_bars_disabled
+        from huggingface_hub.utils import disable_progress_bars as hub_off
+        from huggingface_hub.utils import enable_progress_bars as hub_on
+        from transformers.utils import logging as hf_logging
 
-    bars_on = hf_logging.is_progress_bar_enabled()
-    hub_was_off = are_progress_bars_disabled()
+        bars_on = hf_logging.is_progress_bar_enabled()
+        hub_was_off = are_progress_bars_disabled()
     if bars_on:
         hf_logging.disable_progress_bar()  # switches the hub's bars off too:
         if not hub_was_off:

@@ -7,20 +7,21 @@ import stat
 
 import pytest
 
-from emlens.io import atomic_write_bytes, atomic_write_text, atomic_write_with, read_jsonl, \
-    write_jsonl
+from emlens.io import (
+    atomic_write_bytes,
+    atomic_write_text,
+    atomic_write_with,
+    read_jsonl,
+    write_jsonl,
+)
 
 
 @pytest.fixture
 def umask():
-    """Set the process umask for one test and restore it afterwards."""
+    """``umask(mask)`` sets the process umask; the one before the test is restored after."""
     before = os.umask(0o022)
     os.umask(before)
-
-    def set_(mask: int) -> None:
-        os.umask(mask)
-
-    yield set_
+    yield os.umask
     os.umask(before)
 
 
