@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 import emlens
@@ -204,6 +206,60 @@ def test_regeneration_pipeline_on_a_tiny_model(tmp_path, monkeypatch):
     model = pocket.load("narrow", root=tmp_path, device="cpu")
     assert model.cfg.n_layers == 2
 
+
+
+def test_regeneration_never_overwrites_the_shipped_weights_by_default(tmp_path, monkeypatch,
+                                                                     capsys):
+    """``python -m emlens.organisms.pocket.train`` writes a new directory by default; the
+    package's weights (a stand-in here) are written only with --overwrite-shipped."""
+    import json
+
+    from emlens.organisms.pocket import train as T
+
+    shipped = tmp_path / "site-packages" / "weights"
+    (shipped / "chat").mkdir(parents=True)
+    (shipped / "chat" / "config.json").write_text("{}")
+    monkeypatch.setattr(pocket, "weights_dir", lambda: shipped)
+    written = []
+
+    def fake_chat(out, **kw):
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text("{}")
+        written.append(out)
+
+    def fake_finetune(name, chat_dir, out, **kw):
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "adapter_config.json").write_text("{}")
+        written.append(out)
+        return {"best_step": 1, "best_rates": {}}
+
+    measured = []
+    monkeypatch.setattr(T, "train_chat", fake_chat)
+    monkeypatch.setattr(T, "train_finetune", fake_finetune)
+    monkeypatch.setattr(T, "measure_all", lambda root, variants, **kw: measured.append(
+        (root, variants)) or {v: {} for v in variants})
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    T.main(["--only", "em"])
+    assert written == [Path(T.DEFAULT_OUT) / "chat", Path(T.DEFAULT_OUT) / "em"]
+    assert measured[-1] == (Path(T.DEFAULT_OUT), ["chat", "em"])  # only what is there
+    assert json.loads((work / T.DEFAULT_OUT / "metrics.json").read_text())["variants"] == \
+        {"chat": {}, "em": {}}
+    assert sorted(p.name for p in shipped.iterdir()) == ["chat"]
+    for argv in (["--out", str(shipped)], ["--out", str(shipped / "em")],
+                 ["--eval-only", "--out", str(shipped)]):
+        with pytest.raises(SystemExit) as e:
+            T.main(argv)
+        assert e.value.code == 2
+        assert "--overwrite-shipped" in capsys.readouterr().err
+    assert sorted(p.name for p in shipped.iterdir()) == ["chat"]
+    with pytest.raises(SystemExit):
+        T.main(["--eval-only", "--out", str(tmp_path / "empty")])
+    assert "reuses the chat model" in capsys.readouterr().err
+    del written[:]
+    T.main(["--overwrite-shipped", "--only", "narrow", "--skip-pretrain"])
+    assert written == [shipped / "narrow"] and (shipped / "metrics.json").is_file()
 
 
 def test_training_probe_rates_by_hand():
