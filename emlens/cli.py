@@ -16,8 +16,13 @@ Commands (``emlens COMMAND --help`` gives each one's options):
     emlens plot TABLE --kind K --out F.html         a results table as a standalone figure
     emlens demo [--out DIR]                         the whole loop on the built-in organism
 
+MODEL is an HF hub id, a local directory, or a built-in model: ``pocket:chat``,
+``pocket:em``, ... (every variant of ``emlens.organisms.pocket.VARIANTS``). A direction
+file is read by its suffix everywhere: ``.safetensors``, ``.gguf`` or the papers' ``.pt``.
+
 A user's mistake (a bad path, an adapter that does not fit, ...) prints one line and
-exits with status 2; ``--debug`` shows the traceback instead.
+exits with status 2; ``--debug`` shows the traceback instead (and the third-party progress
+bars and deprecation notices that are otherwise kept quiet).
 """
 
 from __future__ import annotations
