@@ -245,10 +245,9 @@ def _judge_questions(args: argparse.Namespace, run_path: Path, records: list[dic
             cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
         except ValueError:
             cfg = {}
-        keys = cfg.get("keys", cfg) if isinstance(cfg, dict) else {}
-        if isinstance(keys, dict) and keys.get("kind") == "sample" and \
-                isinstance(keys.get("questions"), str):
-            spec, where = keys["questions"], f"{cfg_path} (questions {keys['questions']!r})"
+        if isinstance(cfg, dict) and cfg.get("kind") == "sample" and \
+                isinstance(cfg.get("questions"), str):
+            spec, where = cfg["questions"], f"{cfg_path} (questions {cfg['questions']!r})"
     if spec is None:
         return None
     try:

@@ -16,19 +16,20 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from ._version import __version__
-from .errors import FileFormatError, RunMismatchError
+from .errors import FileFormatError, InputError, RunMismatchError
 from .io import atomic_write_text, json_default, read_jsonl, write_jsonl
 
 __all__ = ["RunDir", "RUN_SCHEMA", "differences"]
 
 #: the layout of a keyed config file; a config without it predates keyed runs.
 RUN_SCHEMA = 2
+#: config.json entries that are not keys: written by RunDir, never compared.
+_RESERVED = ("run_schema", "emlens_version", "created", "info")
 _ABSENT = "<absent>"
 _SHOWN = 8
 
@@ -82,6 +83,10 @@ def differences(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, Any
     out: list[tuple[str, Any, Any]] = []
     _diff(_plain(old), _plain(new), "", out)
     return out
+
+
+def _keys_of(stored: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in stored.items() if k not in _RESERVED}
 
 
 def _show(value: Any) -> str:
@@ -138,17 +143,21 @@ class RunDir:
         if config is None:
             if self.config_path.is_file():
                 stored = self._read()
-                self.config = stored.get("keys")
+                self.config = _keys_of(stored)
                 self.info = stored.get("info") or {}
             return
         keys = _plain(config)
+        reserved = sorted(set(keys) & set(_RESERVED))
+        if reserved:
+            raise InputError(f"run config keys {reserved} are reserved for the run directory "
+                             f"itself; rename them")
         self.config, self.info = keys, _plain(info or {})
         how = (f"use a new directory, or {overwrite_hint} to discard the results in it"
                if overwrite_hint else f"use a new directory, or delete {str(self.path)!r} "
                                       f"to start over")
         if self.config_path.is_file():
             stored = self._read()
-            if stored.get("run_schema") != RUN_SCHEMA or "keys" not in stored:
+            if stored.get("run_schema") != RUN_SCHEMA:
                 if not overwrite:
                     raise RunMismatchError(
                         f"run directory {str(self.path)!r} was written before runs were keyed "
@@ -157,7 +166,7 @@ class RunDir:
                         f"with and will not reuse them; {how}")
                 self._reset()
             else:
-                diffs = differences(stored["keys"], keys)
+                diffs = differences(_keys_of(stored), keys)
                 if diffs and not overwrite:
                     raise RunMismatchError(
                         f"run directory {str(self.path)!r} holds results computed with other "
@@ -201,41 +210,21 @@ class RunDir:
             (self.path / name).unlink(missing_ok=True)
 
     def _write(self, exclusive: bool) -> None:
-        text = json.dumps({"run_schema": RUN_SCHEMA, "emlens_version": __version__,
-                           "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                           "keys": self.config, "info": self.info}, indent=2,
-                          default=json_default)
-        if not exclusive:
-            atomic_write_text(self.config_path, text)
-            return
-        # Create the file only if no other process created it meanwhile (a hard link fails
-        # on an existing name); if one did, its keys must equal ours.
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.config_path.name}.", suffix=".tmp",
-                                   dir=self.path)
+        text = json.dumps({**(self.config or {}), "run_schema": RUN_SCHEMA,
+                           "emlens_version": __version__,
+                           "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "info": self.info},
+                          indent=2, default=json_default)
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            try:
-                os.link(tmp, self.config_path)
-            except FileExistsError:
-                stored = self._read()
-                diffs = differences(stored.get("keys") or {}, self.config or {})
-                if diffs:
-                    raise RunMismatchError(
-                        f"another process started a run in {str(self.path)!r} with other "
-                        f"settings at the same time (stored -> now): {_describe(diffs)}; "
-                        f"use a new directory") from None
-            except OSError:  # a file system without hard links
-                os.replace(tmp, self.config_path)
-                tmp = ""
-        finally:
-            if tmp:
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
+            # created only if no other process created it meanwhile; if one did, its keys
+            # must equal ours
+            atomic_write_text(self.config_path, text, exclusive=exclusive)
+        except FileExistsError:
+            diffs = differences(_keys_of(self._read()), self.config or {})
+            if diffs:
+                raise RunMismatchError(
+                    f"another process started a run in {str(self.path)!r} with other "
+                    f"settings at the same time (stored -> now): {_describe(diffs)}; use a "
+                    f"new directory") from None
 
     # ------------------------------------------------------------------ results
 

@@ -256,6 +256,10 @@ def test_run_dir_names_each_difference(tmp_path):
     assert "use a new directory, or pass --overwrite" in msg
     assert isinstance(info.value, FileFormatError)
     assert RunDir(tmp_path).config == keys                          # read back, unchanged
+    stored = json.loads((tmp_path / "config.json").read_text())     # flat, as readers expect
+    assert stored["n"] == 4 and stored["run_schema"] == 2
+    with pytest.raises(InputError, match="reserved"):
+        RunDir(tmp_path / "other", config={"created": "yesterday"})
 
 
 # ----------------------------------------------------------------------------- case 3: server
