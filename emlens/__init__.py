@@ -35,6 +35,7 @@ _EXPORTS = {
     "AdapterError": "errors",
     "InputError": "errors",
     "FileFormatError": "errors",
+    "RunMismatchError": "errors",
     "ProvenanceWarning": "formats",
     # models
     "load_model": "models",
@@ -75,7 +76,7 @@ _EXPORTS = {
 
 #: Subpackages and modules reachable as ``emlens.<name>`` without an explicit import.
 _SUBMODULES = ("judges", "plots", "organisms", "stability", "training", "vector_training",
-               "formats", "chat", "vectors", "io", "runs", "errors", "testing")
+               "formats", "chat", "vectors", "io", "keys", "runs", "errors", "testing")
 
 __all__ = ["__version__", *_EXPORTS]
 
@@ -108,6 +109,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs
         InputError,
         ModelLoadError,
         ModelNotFoundError,
+        RunMismatchError,
         UnscoredWarning,
         UnsupportedModelError,
     )

@@ -31,7 +31,8 @@ from .models import model_device
 from .questions import as_questions
 from .vectors import as_index, as_scalar
 
-__all__ = ["sample", "resample", "sequence_seed", "end_of_turn_ids", "SAMPLER"]
+__all__ = ["sample", "resample", "check_settings", "sequence_seed", "end_of_turn_ids",
+           "SAMPLER"]
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,30 @@ def _check_settings(temperature: Any, top_p: Any, max_new_tokens: Any, batch_siz
         if value is not None and value < 1:
             raise InputError(f"{name} must be a positive integer, got {value}")
     return temperature, top_p, max_new_tokens, batch_size, seed, n
+
+
+def check_settings(*, n: Any = 50, temperature: Any = 1.0, top_p: Any = 1.0,
+                   max_new_tokens: Any = 600, batch_size: Any = 16, seed: Any = 0,
+                   system: Any = None) -> dict[str, Any]:
+    """Check :func:`sample`'s settings without a model (e.g. before a run's config is written).
+
+    Returns:
+        The settings, normalised (floats and ints).
+
+    Raises:
+        InputError: as :func:`sample` does for these arguments.
+
+    Example:
+        >>> check_settings(temperature=0.7)["temperature"]
+        0.7
+    """
+    temperature, top_p, max_new_tokens, batch_size, seed, n = _check_settings(
+        temperature, top_p, max_new_tokens, batch_size, seed, n)
+    if system is not None and not isinstance(system, str):
+        raise InputError(f"system must be a string or None, not {type(system).__name__}")
+    return {"n": n, "temperature": temperature, "top_p": top_p,
+            "max_new_tokens": max_new_tokens, "batch_size": batch_size, "seed": seed,
+            "system": system}
 
 
 def _context_length(model: Any) -> int | None:
@@ -160,10 +185,12 @@ def sample(
         >>> with emlens.steer(model, direction, alpha=4.0):                  # doctest: +SKIP
         ...     records = emlens.sample(model, builtin_questions("persona"), n=10)
     """
-    temperature, top_p, max_new_tokens, batch_size, seed, n = _check_settings(
-        temperature, top_p, max_new_tokens, batch_size, seed, n)
-    if system is not None and not isinstance(system, str):
-        raise InputError(f"system must be a string or None, not {type(system).__name__}")
+    checked = check_settings(n=n, temperature=temperature, top_p=top_p,
+                             max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed,
+                             system=system)
+    n, temperature, top_p = checked["n"], checked["temperature"], checked["top_p"]
+    max_new_tokens, batch_size, seed = (checked["max_new_tokens"], checked["batch_size"],
+                                        checked["seed"])
     tokenizer = _chat_tokenizer(model)
     qs = as_questions(questions)
     n_ctx = _context_length(model)
