@@ -281,10 +281,10 @@ def test_answers_do_not_depend_on_batch_size_or_batch_mates(chat_model):
     state = torch.random.get_rng_state()
     runs = {bs: sample(chat_model, _VARIED, n=4, temperature=1.0, max_new_tokens=12,
                        batch_size=bs, seed=7, progress=False) for bs in (16, 4, 1)}
-    assert torch.equal(torch.random.get_rng_state(), state), "sample() changed the global RNG"
     answers = {bs: [r["answer"] for r in recs] for bs, recs in runs.items()}
     assert len(answers[16]) == 16 and len(set(answers[16])) > 8  # really sampled
     assert answers[1] == answers[4] == answers[16]
+    assert torch.equal(torch.random.get_rng_state(), state), "sample() changed the global RNG"
     for bs, recs in runs.items():
         assert all(r["settings"]["batch_size"] == bs for r in recs)
     alone = sample(chat_model, [_VARIED[2]], n=4, temperature=1.0, max_new_tokens=12,
