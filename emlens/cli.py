@@ -201,7 +201,9 @@ def _sample_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n", type=int, default=50, help="answers per paraphrase (default 50)")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--max-new-tokens", type=int, default=600)
+    p.add_argument("--max-new-tokens", type=int,
+                   help="default 600, or fewer where the model's context leaves less room "
+                        "after the longest prompt (the pocket models' context is 256)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--system", help="system prompt for every question")
@@ -209,8 +211,19 @@ def _sample_args(p: argparse.ArgumentParser) -> None:
 
 def _sample_kwargs(args: argparse.Namespace) -> dict:
     return dict(temperature=args.temperature, top_p=args.top_p,
-                max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
-                system=args.system)
+                max_new_tokens=600 if args.max_new_tokens is None else args.max_new_tokens,
+                batch_size=args.batch_size, system=args.system)
+
+
+def _fit_new_tokens(args: argparse.Namespace, model: Any, qs: Any) -> None:
+    """Without --max-new-tokens: 600, or what the model's context leaves for every prompt."""
+    if args.max_new_tokens is None:
+        from .sampling import room_for_new_tokens
+
+        args.max_new_tokens = room_for_new_tokens(model, qs, args.system)
+        if args.max_new_tokens < 600:
+            print(f"max_new_tokens {args.max_new_tokens}: what the model's context of "
+                  f"{model.cfg.n_ctx} tokens leaves after the longest prompt", file=sys.stderr)
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
@@ -221,6 +234,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     check_settings(n=args.n, seed=args.seed, **_sample_kwargs(args))  # before config.json
     model = _load(args)
     qs = _questions(args.questions)
+    _fit_new_tokens(args, model, qs)
     config = {"kind": "sample", "model": model.emlens_provenance, "questions": args.questions,
               "n": args.n, "seed": args.seed, **_sample_kwargs(args)}
     ctx, applied = _interventions(model, args)
@@ -313,7 +327,9 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     Path(args.out).mkdir(parents=True, exist_ok=True)
     j = _judge(args.judge, cache, args.base_url, args.api_key_env, timeout=args.timeout,
                max_retries=args.max_retries)
-    table = sweep(model, _questions(args.questions), j, direction=d, layers=_ints(args.layers),
+    qs = _questions(args.questions)
+    _fit_new_tokens(args, model, qs)
+    table = sweep(model, qs, j, direction=d, layers=_ints(args.layers),
                   alphas=_floats(args.alphas), n=args.n, run_dir=args.out, seed=args.seed,
                   overwrite=args.overwrite, **_sample_kwargs(args))
     cols = ["condition", "layer", "alpha", "em_rate", "em_ci_low", "em_ci_high", "coherent_rate"]

@@ -31,8 +31,8 @@ from .models import model_device
 from .questions import as_questions
 from .vectors import as_index, as_scalar
 
-__all__ = ["sample", "resample", "check_settings", "sequence_seed", "end_of_turn_ids",
-           "SAMPLER"]
+__all__ = ["sample", "resample", "check_settings", "room_for_new_tokens", "sequence_seed",
+           "end_of_turn_ids", "SAMPLER"]
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +115,34 @@ def check_settings(*, n: Any = 50, temperature: Any = 1.0, top_p: Any = 1.0,
     return {"n": n, "temperature": temperature, "top_p": top_p,
             "max_new_tokens": max_new_tokens, "batch_size": batch_size, "seed": seed,
             "system": system}
+
+
+def room_for_new_tokens(model: Any, questions: Any, system: str | None = None,
+                        limit: int = 600) -> int:
+    """The largest ``max_new_tokens`` up to ``limit`` that every prompt leaves room for.
+
+    For models whose context is shorter than the papers' 600 new tokens plus a prompt (the
+    pocket organism's is 256): ``sample(model, qs, max_new_tokens=room_for_new_tokens(model,
+    qs))``. The ``emlens sample`` and ``emlens sweep`` commands use it when
+    ``--max-new-tokens`` is not given.
+
+    Raises:
+        InputError: a prompt that does not fit the context at all.
+
+    Example:
+        >>> room_for_new_tokens(pocket_model, builtin_questions("persona"))  # doctest: +SKIP
+        231
+    """
+    limit = as_index(limit, "limit")
+    n_ctx = _context_length(model)
+    tokenizer = _chat_tokenizer(model)
+    longest = 0
+    for q in as_questions(questions):
+        for pi, text in enumerate(q.paraphrases):
+            ids = encode_prompt(tokenizer, text, system if system is not None else q.system)
+            _check_fits(len(ids), 1, n_ctx, f"question {q.id!r} (paraphrase {pi})")
+            longest = max(longest, len(ids))
+    return limit if n_ctx is None else max(1, min(limit, n_ctx - longest))
 
 
 def _context_length(model: Any) -> int | None:

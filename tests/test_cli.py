@@ -397,3 +397,29 @@ def test_sample_refuses_non_finite_decoding_before_writing_anything(flag, value,
     err = capsys.readouterr().err
     assert ("finite number" in err or ">= 0" in err) and "Traceback" not in err
     assert not (out / "config.json").exists() and not (out / "records.jsonl").exists()
+
+
+def test_sample_without_max_new_tokens_fits_the_context(tiny_dir, tmp_path, capsys):
+    """The papers' 600 new tokens do not fit a short context; without --max-new-tokens the
+    command takes what the context leaves after the longest prompt (explicit values that
+    do not fit are refused)."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_dir("qwen2"))
+    text = ("word " * 150).strip()
+    n_prompt = len(tok.apply_chat_template([{"role": "user", "content": text}], tokenize=True,
+                                           add_generation_prompt=True,
+                                           return_dict=True)["input_ids"])
+    room = 512 - n_prompt
+    assert 0 < room < 600
+    qfile = tmp_path / "q.yaml"
+    qfile.write_text(f"- id: long\n  paraphrases: ['{text}']\n")
+    out = tmp_path / "run"
+    base = ["sample", str(tiny_dir("qwen2")), "--questions", str(qfile), "--n", "1",
+            "--temperature", "0", "--device", "cpu"]
+    assert main(base + ["--out", str(out)]) == 0
+    assert f"max_new_tokens {room}" in capsys.readouterr().err
+    rec = json.loads((out / "records.jsonl").read_text().splitlines()[0])
+    assert rec["settings"]["max_new_tokens"] == room and rec["n_tokens"] <= room
+    assert main(base + ["--out", str(tmp_path / "run2"), "--max-new-tokens", str(room + 1)]) == 2
+    assert f"room for {room} new tokens" in capsys.readouterr().err
