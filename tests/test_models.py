@@ -288,7 +288,7 @@ def test_bypassed_live_lora_is_refused_even_when_it_does_nothing_yet(tiny_dir, t
 
 
 def test_parity_probe_runs_only_where_it_can_fail(tiny_dir, tiny_adapter, monkeypatch):
-    import emlens.models as models
+    from emlens import models
 
     calls: list[str] = []
     real = models._reference_logits
@@ -313,7 +313,7 @@ def test_parity_probe_runs_only_where_it_can_fail(tiny_dir, tiny_adapter, monkey
 
 
 def test_unfaithful_bridge_is_refused_with_where_and_how_much(tiny_dir, monkeypatch):
-    import emlens.models as models
+    from emlens import models
 
     real = models._reference_logits
 
