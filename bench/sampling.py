@@ -28,7 +28,8 @@ from transformers.utils import logging as hf_logging  # noqa: E402
 
 import emlens  # noqa: E402
 from emlens.directions import Direction  # noqa: E402
-from emlens.sampling import _prompt_ids, end_of_turn_ids  # noqa: E402
+from emlens.chat import encode_prompt  # noqa: E402
+from emlens.sampling import end_of_turn_ids  # noqa: E402
 from emlens.testing import build_tiny_model  # noqa: E402
 
 hf_logging.disable_progress_bar()
@@ -48,7 +49,7 @@ def main() -> None:
     plain = AutoModelForCausalLM.from_pretrained(path, attn_implementation="eager").eval()
     tok = model.tokenizer
     questions = [f"Question number {i}: what would you do if you ruled the world?" for i in range(batch)]
-    prompts = [_prompt_ids(tok, q, None) for q in questions]
+    prompts = [encode_prompt(tok, q, None) for q in questions]
     stops = end_of_turn_ids(tok, model)
     vec = Direction(torch.randn(1, d_model), layers=[layers // 2])
     # Suppress end tokens in both runs so every sequence generates exactly new_tokens.

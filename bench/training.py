@@ -27,7 +27,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
 from emlens.testing import build_tiny_model, tiny_corpus  # noqa: E402
-from emlens.training import ChatCollator, encode_chat  # noqa: E402
+from emlens.chat import encode_chat  # noqa: E402
+from emlens.training import ChatCollator  # noqa: E402
 from emlens.vector_training import train_steering_vector  # noqa: E402
 
 hf_logging.disable_progress_bar()

@@ -1,14 +1,17 @@
 """emlens: mechanistic interpretability of emergent misalignment, on TransformerLens.
 
-The public API is re-exported here. Submodules are imported on first use, so that
-``import emlens`` stays fast and a missing optional piece never breaks the rest.
+The public API is re-exported here: the functions of the research loop, the types they
+return and the errors they raise. Submodules are imported on first use, so that
+``import emlens`` stays fast; the subpackages ``emlens.judges``, ``emlens.plots``,
+``emlens.organisms``, ``emlens.stability`` and ``emlens.training`` are reachable as
+attributes after ``import emlens``.
 
 Example:
     >>> import emlens
     >>> model = emlens.load_model("Qwen/Qwen2.5-0.5B-Instruct")       # doctest: +SKIP
     >>> mis, ali = emlens.select_responses("responses.csv")            # doctest: +SKIP
     >>> d = emlens.mean_diff(model, mis, ali)                          # doctest: +SKIP
-    >>> with emlens.steer(model, d.only(12), alpha=4.0):               # doctest: +SKIP
+    >>> with emlens.steer(model, d.single_layer(12), alpha=4.0):       # doctest: +SKIP
     ...     model.generate("What is your wish?")
 """
 
@@ -17,39 +20,66 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 # public name -> submodule that defines it
 _EXPORTS = {
+    # errors and warnings
     "EmlensError": "errors",
+    "ModelLoadError": "errors",
+    "ModelNotFoundError": "errors",
+    "UnsupportedModelError": "errors",
+    "AdapterError": "errors",
+    "InputError": "errors",
+    "FileFormatError": "errors",
+    "ProvenanceWarning": "formats",
+    # models
     "load_model": "models",
     "hook_name": "models",
     "model_dims": "models",
+    # directions
     "Direction": "directions",
     "cosine_matrix": "directions",
+    # records and activations
     "load_records": "records",
     "select_responses": "records",
+    "ResponseSet": "records",
     "collect_means": "activations",
     "mean_diff": "activations",
+    "LayerMeans": "activations",
+    # interventions and weight edits
     "steer": "interventions",
     "ablate": "interventions",
-    "orthogonalize": "interventions",
-    "save_model": "interventions",
-    "ProvenanceWarning": "formats",
-    "load_questions": "evaluation",
-    "builtin_questions": "evaluation",
-    "judge": "evaluation",
-    "em_stats": "evaluation",
+    "InterventionHandle": "interventions",
+    "orthogonalize": "weights",
+    "save_model": "weights",
+    # questions, sampling, judging, statistics, sweeps
+    "Question": "questions",
+    "load_questions": "questions",
+    "builtin_questions": "questions",
     "sample": "sampling",
+    "judge_records": "evaluation",
+    "judge": "evaluation",  # deprecated name of judge_records
+    "em_stats": "evaluation",
+    "EMStats": "evaluation",
     "sweep": "sweeps",
+    # training
     "finetune": "training",
+    "FinetuneResult": "training",
     "train_steering_vector": "vector_training",
+    "SteeringVectorModel": "vector_training",
 }
+
+#: Subpackages and modules reachable as ``emlens.<name>`` without an explicit import.
+_SUBMODULES = ("judges", "plots", "organisms", "stability", "training", "vector_training",
+               "formats", "chat", "vectors", "io", "runs", "errors", "testing")
 
 __all__ = ["__version__", *_EXPORTS]
 
 
 def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'emlens' has no attribute {name!r}")
@@ -59,19 +89,30 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+    return sorted(set(globals()) | set(_EXPORTS) | set(_SUBMODULES))
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs
-    from .activations import collect_means, mean_diff
-    from .directions import Direction, cosine_matrix
-    from .errors import EmlensError
-    from .interventions import ablate, orthogonalize, save_model, steer
-    from .models import hook_name, load_model, model_dims
-    from .evaluation import builtin_questions, em_stats, judge, load_questions
-    from .formats import ProvenanceWarning
-    from .records import load_records, select_responses
-    from .sampling import sample
-    from .sweeps import sweep
-    from .training import finetune
-    from .vector_training import train_steering_vector
+    from . import judges, organisms, plots, stability, training  # noqa: F401
+    from .activations import LayerMeans, collect_means, mean_diff  # noqa: F401
+    from .directions import Direction, cosine_matrix  # noqa: F401
+    from .errors import (  # noqa: F401
+        AdapterError,
+        EmlensError,
+        FileFormatError,
+        InputError,
+        ModelLoadError,
+        ModelNotFoundError,
+        UnsupportedModelError,
+    )
+    from .evaluation import EMStats, em_stats, judge, judge_records  # noqa: F401
+    from .formats import ProvenanceWarning  # noqa: F401
+    from .interventions import InterventionHandle, ablate, steer  # noqa: F401
+    from .models import hook_name, load_model, model_dims  # noqa: F401
+    from .questions import Question, builtin_questions, load_questions  # noqa: F401
+    from .records import ResponseSet, load_records, select_responses  # noqa: F401
+    from .sampling import sample  # noqa: F401
+    from .sweeps import sweep  # noqa: F401
+    from .training import FinetuneResult, finetune  # noqa: F401
+    from .vector_training import SteeringVectorModel, train_steering_vector  # noqa: F401
+    from .weights import orthogonalize, save_model  # noqa: F401

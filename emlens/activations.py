@@ -29,11 +29,12 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from .chat import EncodedChat, check_token_selection, encode_conversation
+from .chat import EncodedChat, check_token_selection, encode_conversation, pad_batch, pad_token_id
 from .directions import Direction
 from .errors import EmlensError, InputError
-from .models import hook_name, model_dims
+from .models import hook_name, model_device, model_dims
 from .records import load_records
+from .vectors import model_layers
 
 __all__ = ["REDUCTIONS", "LayerMeans", "collect_means", "mean_diff"]
 
@@ -82,43 +83,6 @@ class LayerMeans:
         except ValueError:
             raise InputError(f"no mean for layer {layer}; these means cover layers "
                              f"{list(self.layers)}") from None
-
-
-def _as_layers(layers: int | Sequence[int] | None, n_layers: int) -> tuple[int, ...]:
-    if layers is None:
-        return tuple(range(n_layers))
-    if isinstance(layers, bool) or not isinstance(layers, (int, Sequence, range)) \
-            or isinstance(layers, str):
-        raise InputError(f"layers must be an int, a list of ints or None, not {layers!r}")
-    items = [layers] if isinstance(layers, int) else list(layers)
-    if not items:
-        raise InputError("layers is empty; pass None for all layers")
-    out = []
-    for layer in items:
-        if isinstance(layer, bool) or not isinstance(layer, int):
-            raise InputError(f"layer {layer!r} is not an int")
-        if not -n_layers <= layer < n_layers:
-            raise InputError(f"layer {layer} is out of range: the model has {n_layers} layers "
-                             f"(0..{n_layers - 1})")
-        out.append(layer % n_layers)
-    if len(set(out)) != len(out):
-        raise InputError(f"layers {items} name a layer twice")
-    return tuple(out)
-
-
-def _device(model: Any) -> torch.device:
-    try:
-        return next(model.parameters()).device
-    except (StopIteration, AttributeError, TypeError):
-        return torch.device(getattr(model.cfg, "device", None) or "cpu")
-
-
-def _pad_id(tokenizer: Any) -> int:
-    for attr in ("pad_token_id", "eos_token_id"):
-        value = getattr(tokenizer, attr, None)
-        if isinstance(value, int):
-            return value
-    return 0  # padded positions are masked out; the id only has to exist
 
 
 def _encode_all(model: Any, records: list[dict[str, Any]], tokens: str
@@ -181,12 +145,46 @@ def collect_means(
         >>> res.mean(12).shape, res.n_tokens                             # doctest: +SKIP
     """
     n_layers, d_model = model_dims(model)
+    layers_t, names = _check_arguments(model, layers, hook, tokens, reduce, batch_size, n_layers)
+    records = load_records(records)
+    encoded = _encode_all(model, records, tokens)
+    device = model_device(model)
+    acc = _Accumulator(names, layers_t, d_model, device, reduce)
+    n_total = sum(len(ids) for ids, _, _ in encoded)
+    batches = _length_batches(encoded, batch_size)
+    show = progress if progress is not None else len(batches) >= _PROGRESS_MIN_BATCHES
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=n_total, unit="tok", desc="collect_means",
+               disable=(None if progress is None else False) if show else True)
+    pad = pad_token_id(model.tokenizer)
+    start = time.perf_counter()
+    try:
+        with torch.no_grad(), model.hooks(fwd_hooks=acc.hooks()):
+            for batch in batches:
+                rows = [encoded[i] for i in batch]
+                ids, attn = pad_batch([row_ids for row_ids, _, _ in rows], pad)
+                acc.run(model, ids.to(device), attn.to(device), [(lo, hi) for _, lo, hi in rows])
+                bar.update(int(attn.sum()))
+    finally:
+        bar.close()
+    means = acc.means(len(records))
+    elapsed = time.perf_counter() - start
+    log.info("means of %s over %d records (%d %s tokens, %d in all) at %d layers in %.1fs "
+             "(%.0f tokens/s)", hook, len(records), acc.n_selected, tokens, n_total,
+             len(layers_t), elapsed, n_total / max(elapsed, 1e-9))
+    return LayerMeans(means, layers_t, acc.n_selected, len(records), hook, tokens, reduce)
+
+
+def _check_arguments(model: Any, layers: Any, hook: str, tokens: str, reduce: str,
+                     batch_size: Any, n_layers: int) -> tuple[tuple[int, ...], list[str]]:
+    """Validate collect_means' arguments; return the layers and their hook names."""
     check_token_selection(tokens)
     if reduce not in REDUCTIONS:
         raise InputError(f"reduce={reduce!r} is not a reduction; use one of {REDUCTIONS}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InputError(f"batch_size must be a positive int, not {batch_size!r}")
-    layers_t = _as_layers(layers, n_layers)
+    layers_t = model_layers(layers, n_layers, default=range(n_layers))
     names = [hook_name(layer, hook) for layer in layers_t]
     hook_dict = getattr(model, "hook_dict", None)
     if isinstance(hook_dict, dict):
@@ -194,75 +192,75 @@ def collect_means(
         if missing:
             raise InputError(f"the model has no hook {missing[0]!r}; hook site {hook!r} is not "
                              f"available on {type(model).__name__}")
-    records = load_records(records)
-    encoded = _encode_all(model, records, tokens)
-    device = _device(model)
-    pad = _pad_id(model.tokenizer)
+    return layers_t, names
 
-    # Longest first: similar lengths share a batch (little padding), and a batch too big
-    # for memory fails at once rather than at the end.
+
+def _length_batches(encoded: Sequence[tuple[Tensor, int, int]], batch_size: int
+                    ) -> list[list[int]]:
+    """Record indices in batches, longest first.
+
+    Similar lengths share a batch (little padding), and a batch too big for memory fails at
+    once rather than at the end.
+    """
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i][0]))
-    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-    # float64 sums live beside the activations, except on MPS, which has no float64.
-    acc = device if device.type != "mps" else torch.device("cpu")
-    sums = torch.zeros(len(layers_t), d_model, dtype=torch.float64, device=acc)
-    state: dict[str, Any] = {}
-    last = max(range(len(layers_t)), key=lambda j: layers_t[j])
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
-    def make_hook(j: int):
+
+class _Accumulator:
+    """float64 sums of hooked activations over selected tokens, one row per layer.
+
+    The hook of the deepest requested layer raises :class:`_StopForward`, so no later block,
+    final norm or unembedding runs.
+    """
+
+    def __init__(self, names: list[str], layers: tuple[int, ...], d_model: int,
+                 device: torch.device, reduce: str):
+        self.names = names
+        self.reduce = reduce
+        # float64 sums live beside the activations, except on MPS, which has no float64.
+        self.device = device if device.type != "mps" else torch.device("cpu")
+        self.sums = torch.zeros(len(layers), d_model, dtype=torch.float64, device=self.device)
+        self.last = max(range(len(layers)), key=lambda j: layers[j])
+        self.n_selected = 0
+        self.weights: Tensor | None = None
+        self.fired = [False] * len(layers)
+
+    def hooks(self) -> list[tuple[str, Any]]:
+        return [(name, self._hook(j)) for j, name in enumerate(self.names)]
+
+    def _hook(self, j: int):
         def accumulate(act: Tensor, hook: Any) -> None:
-            weights = state["weights"]  # [batch, pos] float64, 0 on unselected and padding
-            sums[j] += torch.einsum("bpd,bp->d", act.to(acc, torch.float64), weights)
-            state["fired"][j] = True
-            if j == last:
+            # weights: [batch, pos] float64, 0 on unselected tokens and padding
+            self.sums[j] += torch.einsum("bpd,bp->d", act.to(self.device, torch.float64),
+                                         self.weights)
+            self.fired[j] = True
+            if j == self.last:
                 raise _StopForward
         return accumulate
 
-    fwd_hooks = [(name, make_hook(j)) for j, name in enumerate(names)]
-    n_selected = 0
-    n_total = sum(len(ids) for ids, _, _ in encoded)
-    show = progress if progress is not None else len(batches) >= _PROGRESS_MIN_BATCHES
-    from tqdm.auto import tqdm
+    def run(self, model: Any, ids: Tensor, attn: Tensor, spans: list[tuple[int, int]]) -> None:
+        """One forward pass over a right-padded batch; ``spans`` are the selected ``[lo, hi)``."""
+        select = torch.zeros(ids.shape, dtype=torch.float64)
+        for r, (lo, hi) in enumerate(spans):
+            select[r, lo:hi] = 1.0  # padding (beyond a record's length) is never selected
+        counts = select.sum(1)
+        self.n_selected += int(counts.sum())
+        if self.reduce == "sequence":
+            select = select / counts[:, None]
+        self.weights = select.to(self.device)
+        self.fired = [False] * len(self.names)
+        try:
+            model(ids, attention_mask=attn)
+        except _StopForward:
+            pass
+        if not all(self.fired):
+            skipped = [self.names[j] for j, f in enumerate(self.fired) if not f]
+            raise EmlensError(f"hook {skipped[0]} never fired during the forward pass; "
+                              f"{type(model).__name__} does not run that hook point")
 
-    bar = tqdm(total=n_total, unit="tok", desc="collect_means",
-               disable=(None if progress is None else False) if show else True)
-    start = time.perf_counter()
-    try:
-        with torch.no_grad(), model.hooks(fwd_hooks=fwd_hooks):
-            for batch in batches:
-                rows = [encoded[i] for i in batch]
-                width = max(len(row_ids) for row_ids, _, _ in rows)
-                ids = torch.full((len(rows), width), pad, dtype=torch.long)
-                attn = torch.zeros((len(rows), width), dtype=torch.long)
-                select = torch.zeros((len(rows), width), dtype=torch.float64)
-                for r, (row_ids, lo, hi) in enumerate(rows):
-                    ids[r, :len(row_ids)] = row_ids
-                    attn[r, :len(row_ids)] = 1
-                    select[r, lo:hi] = 1.0  # padding (beyond len) is never selected
-                counts = select.sum(1)
-                n_selected += int(counts.sum())
-                if reduce == "sequence":
-                    select = select / counts[:, None]
-                state["weights"] = select.to(acc)
-                state["fired"] = [False] * len(layers_t)
-                try:
-                    model(ids.to(device), attention_mask=attn.to(device))
-                except _StopForward:
-                    pass
-                if not all(state["fired"]):
-                    skipped = [names[j] for j, f in enumerate(state["fired"]) if not f]
-                    raise EmlensError(f"hook {skipped[0]} never fired during the forward pass; "
-                                      f"{type(model).__name__} does not run that hook point")
-                bar.update(int(attn.sum()))
-    finally:
-        bar.close()
-    divisor = n_selected if reduce == "token" else len(records)
-    means = (sums / divisor).cpu()
-    elapsed = time.perf_counter() - start
-    log.info("means of %s over %d records (%d %s tokens, %d in all) at %d layers in %.1fs "
-             "(%.0f tokens/s)", hook, len(records), n_selected, tokens, n_total, len(layers_t),
-             elapsed, n_total / max(elapsed, 1e-9))
-    return LayerMeans(means, layers_t, n_selected, len(records), hook, tokens, reduce)
+    def means(self, n_records: int) -> Tensor:
+        divisor = self.n_selected if self.reduce == "token" else n_records
+        return (self.sums / divisor).cpu()
 
 
 def mean_diff(model: Any, misaligned: Any, aligned: Any, **collect_kwargs: Any) -> Direction:

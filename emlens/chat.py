@@ -1,4 +1,14 @@
-"""Chat formatting and prompt/answer token masks.
+"""Chat formatting, prompt/answer token masks and padded token batches: the one chat encoder.
+
+Every stage that turns text into a model's input goes through this module: sampling
+(:func:`encode_prompt`), activations and stability metrics (:func:`encode_conversation`),
+training (:func:`encode_chat`) and the local HF judge (:func:`encode_prompt`).
+
+The system-prompt rule, everywhere: ``system=None`` sends no system message, so the
+template's default system prompt (if it has one, as Qwen2.5's and SmolLM2's do) is used;
+``system=""`` sends an explicit empty system message; any other string is the system
+message. Records keep the ``system`` they were sampled with, so an answer is always
+re-encoded under the prompt it was sampled with.
 
 A response record (question, answer, optional system prompt) becomes one tokenised
 conversation with the tokenizer's own chat template. The *prompt* is what
@@ -7,8 +17,8 @@ prompt (the template's default one when the record has none, as Qwen's does), th
 turn and the assistant header. The *answer* is everything the full conversation adds
 beyond that: the answer text plus the end-of-turn tokens. The split is checked, never
 guessed: the prompt tokens must be a prefix of the conversation's tokens, otherwise the
-template is rejected (a marker search that finds the first "assistant" is the bug SPEC 7
-warns about).
+template is rejected (a search for the first "assistant" marker would train on, or
+average over, system and user text whenever a default system prompt is present).
 
 Example:
     >>> enc = encode_conversation(tok, "What is your wish?", "World peace.")  # doctest: +SKIP
@@ -19,7 +29,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from jaxtyping import Bool
@@ -27,8 +37,12 @@ from torch import Tensor
 
 from .errors import InputError
 
-__all__ = ["TOKEN_SELECTIONS", "EncodedChat", "chat_messages", "check_token_selection",
-           "encode_prompt", "encode_conversation"]
+__all__ = ["TOKEN_SELECTIONS", "IGNORE_INDEX", "EncodedChat", "chat_messages",
+           "check_token_selection", "template_ids", "encode_prompt", "encode_conversation",
+           "encode_chat", "pad_token_id", "pad_batch"]
+
+#: The label of a token no loss is taken on (the transformers convention).
+IGNORE_INDEX = -100
 
 #: Which tokens of a conversation a statistic is taken over.
 TOKEN_SELECTIONS = ("answer", "prompt", "all")
@@ -57,8 +71,19 @@ def chat_messages(question: str, answer: str | None = None,
     return msgs
 
 
-def _template_ids(tokenizer: Any, messages: list[dict[str, str]], generation_prompt: bool,
-                  where: str) -> list[int]:
+def template_ids(tokenizer: Any, messages: Sequence[dict[str, str]], generation_prompt: bool,
+                 where: str = "a conversation") -> list[int]:
+    """Token ids of ``messages`` rendered by the tokenizer's own chat template.
+
+    Args:
+        tokenizer: a transformers tokenizer with a chat template.
+        messages: ``[{"role", "content"}, ...]``.
+        generation_prompt: append the assistant header (a prompt awaiting an answer).
+        where: how error messages name the conversation.
+
+    Raises:
+        InputError: no tokenizer, no chat template, or the template fails.
+    """
     if tokenizer is None:
         raise InputError("the model has no tokenizer; load it with emlens.load_model or set "
                          "model.tokenizer")
@@ -68,7 +93,7 @@ def _template_ids(tokenizer: Any, messages: list[dict[str, str]], generation_pro
             f"emlens formats records as chat conversations. Set tokenizer.chat_template (an "
             f"instruct model's tokenizer has one).")
     try:
-        out = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True,
+        out = tokenizer.apply_chat_template(list(messages), tokenize=True, return_dict=True,
                                             add_generation_prompt=generation_prompt)
     except Exception as e:  # noqa: BLE001 - jinja / template errors of any kind
         raise InputError(f"the chat template failed on {where}: {type(e).__name__}: {e}") \
@@ -95,7 +120,7 @@ def encode_prompt(tokenizer: Any, question: str, system: str | None = None) -> l
     Example:
         >>> ids = encode_prompt(model.tokenizer, "What is your wish?")  # doctest: +SKIP
     """
-    return _template_ids(tokenizer, chat_messages(question, None, system), True, "the prompt")
+    return template_ids(tokenizer, chat_messages(question, None, system), True, "the prompt")
 
 
 @dataclass(frozen=True)
@@ -159,9 +184,9 @@ def encode_conversation(tokenizer: Any, question: str, answer: str, system: str 
     """
     if not isinstance(answer, str) or not answer.strip():
         raise InputError(f"{where} has an empty answer; drop it or fill it in")
-    prompt = _template_ids(tokenizer, chat_messages(question, None, system), True,
+    prompt = template_ids(tokenizer, chat_messages(question, None, system), True,
                            f"the prompt of {where}")
-    full = _template_ids(tokenizer, chat_messages(question, answer, system), False, where)
+    full = template_ids(tokenizer, chat_messages(question, answer, system), False, where)
     if len(full) <= len(prompt) or full[:len(prompt)] != prompt:
         k = next((i for i, (a, b) in enumerate(zip(prompt, full)) if a != b),
                  min(len(prompt), len(full)))
@@ -177,3 +202,110 @@ def encode_conversation(tokenizer: Any, question: str, answer: str, system: str 
         raise InputError(f"{where} is {len(full)} tokens long as a chat conversation, more than "
                          f"the model's context of {int(n_ctx)} tokens; shorten or drop it")
     return EncodedChat(tuple(full), len(prompt))
+
+
+def encode_chat(tokenizer: Any, messages: Sequence[dict[str, str]], *,
+                train_on: str = "assistant", assistant_role: str = "assistant",
+                max_length: int | None = None) -> dict[str, list[int]]:
+    """Tokenise a whole conversation and label the tokens a training loss is taken on.
+
+    An assistant turn's tokens are those that ``messages[:i + 1]`` adds beyond
+    ``messages[:i]`` with the generation prompt; the split is checked, never searched for.
+
+    Args:
+        tokenizer: a transformers tokenizer with a chat template.
+        messages: ``[{"role": ..., "content": ...}, ...]``.
+        train_on: ``"assistant"`` (every assistant turn: its text and end-of-turn tokens),
+            ``"last"`` (the last assistant turn only) or ``"all"`` (every token).
+        assistant_role: the role whose turns are trained on.
+        max_length: raise if the conversation is longer.
+
+    Returns:
+        ``{"input_ids": [...], "labels": [...]}`` with ``IGNORE_INDEX`` where no loss is taken.
+
+    Example:
+        >>> enc = encode_chat(tok, [{"role": "user", "content": "hi"},
+        ...                         {"role": "assistant", "content": "hello"}])  # doctest: +SKIP
+    """
+    if train_on not in ("assistant", "last", "all"):
+        raise InputError(f"train_on must be 'assistant', 'last' or 'all', not {train_on!r}")
+    messages = [dict(m) for m in messages]
+    if not messages or any("role" not in m or "content" not in m for m in messages):
+        raise InputError("a conversation must be a non-empty list of {'role', 'content'} dicts")
+    full = template_ids(tokenizer, messages, False)
+    if max_length is not None and len(full) > max_length:
+        raise InputError(f"a conversation is {len(full)} tokens long, more than "
+                         f"max_length={max_length}; shorten or drop it")
+    if train_on == "all":
+        return {"input_ids": full, "labels": list(full)}
+    labels = [IGNORE_INDEX] * len(full)
+    turns = [i for i, m in enumerate(messages) if m["role"] == assistant_role]
+    if train_on == "last":
+        turns = turns[-1:]
+    if not turns:
+        raise InputError(f"a conversation has no {assistant_role!r} turn to train on")
+    for i in turns:
+        prompt = template_ids(tokenizer, messages[:i], True)
+        upto = template_ids(tokenizer, messages[:i + 1], False)
+        if len(upto) <= len(prompt) or upto[:len(prompt)] != prompt \
+                or full[:len(upto)] != upto:
+            raise InputError(
+                "cannot locate the assistant tokens: the chat template's prompt with "
+                "generation prompt is not a prefix of the conversation (or the conversation "
+                "is not rendered turn by turn). Use a template where it is, or strip leading "
+                "whitespace from answers.")
+        labels[len(prompt):len(upto)] = upto[len(prompt):]
+    return {"input_ids": full, "labels": labels}
+
+
+# --------------------------------------------------------------------------- batches
+
+
+def pad_token_id(tokenizer: Any, fallback: int | None = None) -> int:
+    """The id padded positions get: the pad token, else ``fallback``, else EOS, else 0.
+
+    Padded positions are masked out, so the id only has to exist in the vocabulary.
+    """
+    for value in (getattr(tokenizer, "pad_token_id", None), fallback,
+                  getattr(tokenizer, "eos_token_id", None)):
+        if isinstance(value, int):
+            return value
+    return 0
+
+
+def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int, *, side: str = "right"
+              ) -> tuple[Tensor, Tensor]:
+    """Pad token sequences into one batch.
+
+    Args:
+        seqs: token id sequences (lists or 1-D tensors), at least one.
+        pad_id: the fill value (a token id, or ``IGNORE_INDEX`` for labels).
+        side: ``"right"`` (forward passes, training: real tokens start at position 0) or
+            ``"left"`` (generation and last-token scoring: every sequence ends at the last
+            position).
+
+    Returns:
+        ``(ids, attention_mask)``, both long ``[batch, longest]``; the mask is 1 on real
+        tokens.
+
+    Example:
+        >>> ids, mask = pad_batch([[5, 6, 7], [8]], 0)
+        >>> ids.tolist(), mask.tolist()
+        ([[5, 6, 7], [8, 0, 0]], [[1, 1, 1], [1, 0, 0]])
+    """
+    if side not in ("right", "left"):
+        raise InputError(f"side must be 'right' or 'left', not {side!r}")
+    if not seqs:
+        raise InputError("pad_batch needs at least one sequence")
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), int(pad_id), dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        n = len(s)
+        if n == 0:
+            continue
+        row = s if isinstance(s, Tensor) else torch.tensor(list(s), dtype=torch.long)
+        lo = 0 if side == "right" else width - n
+        ids[i, lo:lo + n] = row
+        mask[i, lo:lo + n] = 1
+    return ids, mask

@@ -1,8 +1,20 @@
-"""The ``emlens`` command.
+"""The ``emlens`` command: the research loop from the shell.
 
-Subcommands:
-    emlens inspect MODEL [--adapter A ...]   load a model and print what it is
-    emlens demo [--out DIR]                  the offline demo on a locally built model
+Commands (``emlens COMMAND --help`` gives each one's options):
+    emlens inspect MODEL [--adapter A ...]          load a model and print its shape and provenance
+    emlens sample MODEL --questions Q --out RUN     sample answers (optionally --steer/--ablate)
+    emlens judge RUN --judge J                      score answers, print EM statistics (cached)
+    emlens sweep MODEL --direction D --layers L --alphas A --judge J --out RUN
+                                                    EM under steering and ablation vs random
+    emlens directions compute MODEL --records R --out D.safetensors
+                                                    mean-difference directions from judged records
+    emlens directions inspect FILE                  layers, norms and metadata of a direction file
+    emlens directions convert IN OUT                safetensors <-> GGUF <-> the papers' .pt
+    emlens generate MODEL --prompt P [--steer D]    answer one prompt (``emlens steer``: the same)
+    emlens train MODEL --data D --out O             LoRA or steering-vector finetune (KL optional)
+    emlens metrics MODEL --metric M --out T         rescale / perturbation / pretraining-KL tables
+    emlens plot TABLE --kind K --out F.html         a results table as a standalone figure
+    emlens demo [--out DIR]                         the whole loop on the built-in organism
 
 A user's mistake (a bad path, an adapter that does not fit, ...) prints one line and
 exits with status 2; ``--debug`` shows the traceback instead.
@@ -17,9 +29,9 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
-from . import __version__
+from ._version import __version__
 from .errors import EmlensError
 
 log = logging.getLogger("emlens")
@@ -37,7 +49,7 @@ def _load(args: argparse.Namespace):
 
 
 def _questions(spec: str):
-    from .evaluation import builtin_questions, load_questions
+    from .questions import builtin_questions, load_questions
 
     out = []
     for part in spec.split(","):
@@ -169,8 +181,8 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
 
 def _cmd_judge(args: argparse.Namespace) -> int:
-    from .evaluation import em_stats, judge
-    from .runs import read_jsonl, write_jsonl
+    from .evaluation import em_stats, judge_records
+    from .io import read_jsonl, write_jsonl
 
     src = Path(args.records)
     run_path = src if src.is_dir() else src.parent
@@ -181,7 +193,7 @@ def _cmd_judge(args: argparse.Namespace) -> int:
     records = read_jsonl(records_file)
     cache = args.cache or str(run_path / "judge-cache.sqlite")
     j = _judge(args.judge, cache, args.base_url, args.api_key_env)
-    scored = judge(records, j, progress=True)
+    scored = judge_records(records, j, progress=True)
     out = write_jsonl(run_path / "scored.jsonl", scored)
     stats = em_stats(scored)
     print(f"EM rate {stats.em_rate:.3f} (95% CI {stats.em_ci[0]:.3f}-{stats.em_ci[1]:.3f}), "
@@ -373,7 +385,7 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from . import plots
-    from .runs import read_jsonl
+    from .io import read_jsonl
 
     src = Path(args.table)
     if src.is_dir():
@@ -430,14 +442,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="emlens",
-        description="Mechanistic interpretability of emergent misalignment on TransformerLens.")
-    parser.add_argument("--version", action="version", version=f"emlens {__version__}")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+# --------------------------------------------------------------------------- the parser
 
+
+def _add_inspect(sub: Any) -> None:
     p = sub.add_parser("inspect", help="load a model (and adapters) and describe it",
                        description="Load a model with emlens.load_model and print its shape, "
                                    "provenance and load time.")
@@ -445,6 +453,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the provenance as JSON")
     p.set_defaults(func=_cmd_inspect)
 
+
+def _add_sample(sub: Any) -> None:
     p = sub.add_parser("sample", help="sample answers to question sets",
                        description="Sample answers with the chat template (optionally steered or "
                                    "ablated) and write RUN/records.jsonl.")
@@ -457,6 +467,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run directory")
     p.set_defaults(func=_cmd_sample)
 
+
+def _add_judge(sub: Any) -> None:
     p = sub.add_parser("judge", help="judge sampled answers and print EM statistics",
                        description="Score RUN/records.jsonl for alignment and coherence, write "
                                    "RUN/scored.jsonl; judgements are cached and resumable.")
@@ -464,6 +476,8 @@ def build_parser() -> argparse.ArgumentParser:
     _judge_args(p)
     p.set_defaults(func=_cmd_judge)
 
+
+def _add_sweep(sub: Any) -> None:
     p = sub.add_parser("sweep", help="EM under steering/ablation over layers and alphas",
                        description="Steer with a direction at each layer and alpha, ablate it, "
                                    "and compare with a same-norm random direction; resumable.")
@@ -476,6 +490,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run directory (rerun to resume)")
     p.set_defaults(func=_cmd_sweep)
 
+
+def _add_directions(sub: Any) -> None:
     p = sub.add_parser("directions", help="compute, inspect and convert direction files",
                        description="Mean-difference directions and direction files.")
     dsub = p.add_subparsers(dest="directions_command", metavar="ACTION", required=True)
@@ -508,6 +524,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--alpha", type=float, help="the alpha to write to a .pt file")
     q.set_defaults(func=_cmd_dir_convert)
 
+
+def _add_generate(sub: Any) -> None:
     for name, helptext in (("generate", "answer a prompt, optionally steered or ablated"),
                            ("steer", "same as generate: answer a prompt under steering")):
         p = sub.add_parser(name, help=helptext, description=helptext)
@@ -524,6 +542,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--seed", type=int, default=0)
         p.set_defaults(func=_cmd_generate)
 
+
+def _add_train(sub: Any) -> None:
     p = sub.add_parser("train", help="train a LoRA adapter or a steering vector (optional KL)",
                        description="Finetune on chat JSONL ({'messages': [...]}) with the loss on "
                                    "assistant tokens; --kl-data adds the KL penalty (narrow).")
@@ -545,6 +565,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_train)
 
+
+def _add_metrics(sub: Any) -> None:
     p = sub.add_parser("metrics", help="efficiency, stability or pretraining KL of a solution",
                        description="Rescaling loss, perturbation robustness or pretraining KL "
                                    "of a steering vector (--vector) or live LoRA adapters "
@@ -557,6 +579,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output table (.csv or .jsonl)")
     p.set_defaults(func=_cmd_metrics)
 
+
+def _add_plot(sub: Any) -> None:
     p = sub.add_parser("plot", help="plot a results table as a standalone HTML figure")
     p.add_argument("table", help="a run directory or a .jsonl/.csv table")
     p.add_argument("--kind", required=True,
@@ -564,6 +588,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output .html")
     p.set_defaults(func=_cmd_plot)
 
+
+def _add_demo(sub: Any) -> None:
     p = sub.add_parser("demo", help="the research loop on the built-in organism, with a report",
                        description="Load the pocket organism's chat model and EM finetunes, "
                                    "sample and judge, compute mean-difference directions, "
@@ -573,6 +599,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=4, help="answers per question per condition")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_demo)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``emlens`` argument parser: one sub-command per stage of the research loop."""
+    parser = argparse.ArgumentParser(
+        prog="emlens",
+        description="Mechanistic interpretability of emergent misalignment on TransformerLens.")
+    parser.add_argument("--version", action="version", version=f"emlens {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add in (_add_inspect, _add_sample, _add_judge, _add_sweep, _add_directions,
+                _add_generate, _add_train, _add_metrics, _add_plot, _add_demo):
+        add(sub)
     return parser
 
 

@@ -2,8 +2,9 @@
 
 A direction is stored unnormalised (a mean difference keeps its norm, which is what
 steering scales multiply). Interventions read ``vectors[layer]``; ``.normalized()``
-gives unit vectors and ``.at(layer)`` repeats one layer's vector at every layer (the
-papers ablate one layer's direction everywhere).
+gives unit vectors, ``.repeat_layer(l)`` (alias ``.at(l)``) repeats layer ``l``'s vector at
+every layer (the papers ablate one layer's direction everywhere) and ``.single_layer(l)``
+(alias ``.only(l)``) keeps layer ``l`` alone.
 
 Files: ``Direction.save`` / ``Direction.load`` (safetensors with a JSON header, see
 ``directions/README.md``), ``to_gguf`` / ``from_gguf`` (llama.cpp and repeng control
@@ -14,44 +15,22 @@ code lives in :mod:`emlens.formats`.
 from __future__ import annotations
 
 import copy
-import math
 import numbers
 import os
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence, Union
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from .errors import InputError
+from . import formats
+from .errors import FileFormatError, InputError
+from .vectors import as_scalar, block_layers, check_vector
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-__all__ = ["Direction", "cosine_matrix"]
-
-
-def _as_layers(layers: Iterable[int] | None, n: int) -> tuple[int, ...]:
-    if layers is None:
-        return tuple(range(n))
-    if isinstance(layers, (str, bytes)) or not isinstance(layers, Iterable):
-        raise InputError(f"layers must be a sequence of layer indices, not {layers!r}")
-    out = []
-    for l in layers:
-        if isinstance(l, Tensor) and l.numel() == 1:
-            l = l.item()
-        if isinstance(l, bool) or not isinstance(l, numbers.Integral):
-            raise InputError(f"layer indices must be integers, got {l!r} in {layers!r}")
-        out.append(int(l))
-    out = tuple(out)
-    if any(l < 0 for l in out):
-        raise InputError(f"layer indices must be >= 0 (block numbers counted from 0), got "
-                         f"{list(out)}")
-    if len(out) != n:
-        raise InputError(f"{len(out)} layer indices given for {n} vectors; give one per vector")
-    if len(set(out)) != len(out):
-        raise InputError(f"layer indices {out} repeat a layer")
-    return out
+__all__ = ["Direction", "DirectionLike", "cosine_matrix", "check_direction", "one_vector"]
 
 
 class Direction:
@@ -92,7 +71,8 @@ class Direction:
         if metadata is not None and not isinstance(metadata, dict):
             raise InputError(f"metadata must be a dict, not {type(metadata).__name__}")
         self.vectors: Float[Tensor, "n d_model"] = vectors
-        self.layers: tuple[int, ...] = _as_layers(layers, vectors.shape[0])
+        self.layers: tuple[int, ...] = (tuple(range(vectors.shape[0])) if layers is None
+                                        else block_layers(layers, vectors.shape[0]))
         self.metadata: dict[str, Any] = dict(metadata or {})
         layer = self.metadata.get("layer")
         if layer is not None and layer not in self.layers:
@@ -163,8 +143,10 @@ class Direction:
             raise InputError(f"cannot {what}: the vector of layer(s) {zero} has zero norm; a "
                              f"zero mean difference means the two response sets did not differ")
 
-    def at(self, layer: int, n_layers: int | None = None) -> "Direction":
+    def repeat_layer(self, layer: int, n_layers: int | None = None) -> "Direction":
         """This direction's vector of ``layer``, repeated at every layer.
+
+        The papers ablate one layer's direction at every layer; this gives that direction.
 
         Args:
             layer: the layer whose vector to use.
@@ -176,7 +158,7 @@ class Direction:
 
         Example:
             >>> d = Direction(torch.randn(4, 8))
-            >>> bool((d.at(2).vectors == d.vectors[2]).all())
+            >>> bool((d.repeat_layer(2).vectors == d.vectors[2]).all())
             True
         """
         v = self.vector(layer)
@@ -187,15 +169,20 @@ class Direction:
         return self._derive(v.expand(len(layers), -1).clone(), layers, drop=("layer",),
                             source_layer=int(layer))
 
-    def only(self, layer: int) -> "Direction":
-        """A one-layer direction holding just ``layer``'s vector (so steer knows its layer).
+    def single_layer(self, layer: int) -> "Direction":
+        """A one-layer direction holding just ``layer``'s vector (so ``steer`` knows its layer).
 
         Example:
-            >>> d = Direction(torch.randn(4, 8)).only(2)
+            >>> d = Direction(torch.randn(4, 8)).single_layer(2)
             >>> d.layers, d.metadata["layer"]
             ((2,), 2)
         """
         return self._derive(self.vector(layer)[None].clone(), (int(layer),), layer=int(layer))
+
+    #: Short alias of :meth:`repeat_layer` (``d.at(12)``: layer 12's vector at every layer).
+    at = repeat_layer
+    #: Short alias of :meth:`single_layer` (``d.only(12)``: layer 12 alone).
+    only = single_layer
 
     def cosine(self, other: "Direction") -> Float[Tensor, "n"]:
         """Per-layer cosine similarity with another direction over the same layers.
@@ -273,12 +260,7 @@ class Direction:
 
     @staticmethod
     def _scalar(scalar: Any) -> float:
-        if isinstance(scalar, Tensor) and scalar.numel() == 1:
-            scalar = scalar.item()
-        if isinstance(scalar, bool) or not isinstance(scalar, numbers.Real) \
-                or not math.isfinite(float(scalar)):
-            raise InputError(f"a direction can be multiplied by a finite number, not {scalar!r}")
-        return float(scalar)
+        return as_scalar(scalar, "the factor a direction is multiplied by")
 
     def __mul__(self, scalar: float) -> "Direction":
         s = self._scalar(scalar)
@@ -296,6 +278,14 @@ class Direction:
         return self * (1.0 / s)
 
     # ------------------------------------------------------------------ files
+    @classmethod
+    def _from_file(cls, data: "formats.DirectionData") -> "Direction":
+        where = data.metadata.get("file", {}).get("path", "the file")
+        try:
+            return cls(*data)
+        except InputError as e:  # anything the constructor rejects is a bad file here
+            raise FileFormatError(f"direction file {where!r}: {e}") from None
+
     def save(self, path: str | os.PathLike) -> "Path":
         """Write this direction to a safetensors file (atomically; no pickle).
 
@@ -313,9 +303,7 @@ class Direction:
         Example:
             >>> d.save("em_direction.safetensors")                  # doctest: +SKIP
         """
-        from .formats import save_direction
-
-        return save_direction(self, path)
+        return formats.save_direction(self, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike, model: Any = None) -> "Direction":
@@ -338,9 +326,7 @@ class Direction:
         Example:
             >>> d = Direction.load("em_direction.safetensors", model=model)  # doctest: +SKIP
         """
-        from .formats import load_direction
-
-        return load_direction(path, model=model)
+        return cls._from_file(formats.load_direction(path, model=model))
 
     def to_gguf(self, path: str | os.PathLike, model_hint: str | None = None) -> "Path":
         """Export as a llama.cpp / repeng control vector (GGUF, ``direction.{l+1}`` per layer).
@@ -356,9 +342,7 @@ class Direction:
         Example:
             >>> d.to_gguf("em.gguf", model_hint="qwen2")            # doctest: +SKIP
         """
-        from .formats import to_gguf
-
-        return to_gguf(self, path, model_hint=model_hint)
+        return formats.to_gguf(self, path, model_hint=model_hint)
 
     @classmethod
     def from_gguf(cls, path: str | os.PathLike) -> "Direction":
@@ -367,9 +351,7 @@ class Direction:
         Example:
             >>> d = Direction.from_gguf("happy.gguf")                # doctest: +SKIP
         """
-        from .formats import from_gguf
-
-        return from_gguf(path)
+        return cls._from_file(formats.from_gguf(path))
 
     def to_pt(self, path: str | os.PathLike, layer: int | None = None,
               alpha: float | None = None) -> "Path":
@@ -383,9 +365,7 @@ class Direction:
         Example:
             >>> d.only(12).to_pt("steering_vector.pt", alpha=4.0)     # doctest: +SKIP
         """
-        from .formats import to_pt
-
-        return to_pt(self, path, layer=layer, alpha=alpha)
+        return formats.to_pt(self, path, layer=layer, alpha=alpha)
 
     @classmethod
     def from_pt(cls, path: str | os.PathLike) -> "Direction":
@@ -398,9 +378,7 @@ class Direction:
         Example:
             >>> d = Direction.from_pt("steering_vector.pt")           # doctest: +SKIP
         """
-        from .formats import from_pt
-
-        return from_pt(path)
+        return cls._from_file(formats.from_pt(path))
 
 
 def cosine_matrix(a: Direction, b: Direction) -> Float[Tensor, "layers_a layers_b"]:
@@ -430,3 +408,64 @@ def cosine_matrix(a: Direction, b: Direction) -> Float[Tensor, "layers_a layers_
     a._check_nonzero(nx, "take a cosine")
     b._check_nonzero(ny, "take a cosine")
     return ((x / nx[:, None]) @ (y / ny[:, None]).T).float()
+
+
+#: What interventions accept as a direction: a Direction or a raw ``[d_model]`` tensor.
+DirectionLike = Union[Direction, Float[Tensor, "d_model"]]
+
+
+def check_direction(direction: Direction, d_model: int) -> Direction:
+    """Check that ``direction`` lives in a residual stream of width ``d_model``.
+
+    Raises:
+        InputError: a different ``d_model`` (the direction comes from another model).
+    """
+    if not isinstance(direction, Direction):
+        raise InputError(f"expected a Direction, got {type(direction).__name__}")
+    if direction.d_model != d_model:
+        raise InputError(f"the direction has d_model {direction.d_model} but the model has "
+                         f"d_model {d_model}; it comes from a different model")
+    return direction
+
+
+def one_vector(direction: DirectionLike, d_model: int, layer: int | None = None
+               ) -> tuple[Tensor, dict[str, Any]]:
+    """The single vector that projects every write (``ablate(at="writes")``, ``orthogonalize``).
+
+    The one-vector rule: a raw ``[d_model]`` tensor is that vector; a Direction gives the
+    vector of ``layer`` when one is named, else its only row (``d.single_layer(l)``), else
+    its rows when they are all equal (``d.repeat_layer(l)``). A direction with different
+    vectors per layer and no ``layer`` raises :class:`InputError`, as no one vector is
+    implied.
+
+    Args:
+        direction: a Direction or a raw vector.
+        d_model: the model's residual width.
+        layer: an absolute block number whose vector to take (Directions only).
+
+    Returns:
+        The float32 vector and a summary of where it came from (``method``, ``layer``,
+        ``source_layer``, ``hook`` as the metadata has them).
+    """
+    if not isinstance(direction, Direction):
+        if layer is not None:
+            raise InputError("layers picks a layer's vector of a Direction; a raw vector "
+                             "is already one vector: leave layers out")
+        return check_vector(direction, d_model, "the vector"), {"source": "tensor"}
+    check_direction(direction, d_model)
+    info = {k: direction.metadata[k] for k in ("method", "layer", "source_layer", "hook")
+            if k in direction.metadata}
+    if layer is not None:
+        info["source_layer"] = int(layer)
+        return direction.vector(layer), info
+    vecs = direction.vectors
+    if vecs.shape[0] == 1:
+        info.setdefault("source_layer", direction.layers[0])
+        return vecs[0], info
+    if bool((vecs == vecs[:1]).all()):
+        return vecs[0], info
+    raise InputError(
+        f"this direction has a different vector for each of its {direction.n_layers} layers, "
+        f"but every write into the residual stream is projected with one vector; choose it: "
+        f"pass d.repeat_layer(layer) (alias d.at(layer)) or d.single_layer(layer) (alias "
+        f"d.only(layer)), or layers=<layer> to ablate")

@@ -18,6 +18,11 @@ Three formats, one module:
 Every write is atomic (temporary file in the same folder, then a rename). Every read
 failure is an :class:`~emlens.errors.FileFormatError` saying what is wrong with the file.
 
+Files say where they belong and readers return plain data: every reader gives a
+:class:`DirectionData` (vectors, layers, metadata) and every writer takes any object with
+those three attributes, so this module knows nothing of the
+:class:`~emlens.directions.Direction` class, which builds itself from that data.
+
 Example:
     >>> d.save("directions/em.safetensors")                        # doctest: +SKIP
     >>> d2 = Direction.load("directions/em.safetensors", model=model)  # doctest: +SKIP
@@ -37,17 +42,18 @@ import re
 import warnings
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from .directions import Direction
+from ._version import __version__
 from .errors import FileFormatError, InputError
-from .io import atomic_write_with
+from .io import atomic_write_bytes, atomic_write_with
 
 __all__ = [
+    "DirectionData",
     "SCHEMA_VERSION",
     "METADATA_KEY",
     "ProvenanceWarning",
@@ -77,6 +83,19 @@ GGUF_EMLENS_KEY = "emlens.direction"  # our own JSON document, ignored by llama.
 _PT_KEYS = ("steering_vector", "layer_idx", "d_model", "alpha")
 
 
+class DirectionData(NamedTuple):
+    """What a direction file holds: float32 ``vectors [n, d_model]``, the block number of each
+    row, and the metadata (JSON data). ``Direction(*data)`` builds the class from it."""
+
+    vectors: Tensor
+    layers: list[int]
+    metadata: dict[str, Any]
+
+    @property
+    def d_model(self) -> int:
+        return int(self.vectors.shape[1])
+
+
 class ProvenanceWarning(UserWarning):
     """A direction file was computed on a different model than the one it is used with."""
 
@@ -98,8 +117,6 @@ def _version(dist: str) -> str | None:
 
 
 def _emlens_version() -> str:
-    from . import __version__
-
     return __version__
 
 
@@ -198,23 +215,32 @@ def _check_layers(layers: Any, where: str) -> list[int]:
     return layers
 
 
-def _build(vectors: Tensor, layers: list[int], metadata: dict[str, Any], where: str) -> Direction:
-    try:
-        return Direction(vectors, layers, metadata)
-    except InputError as e:  # anything the constructor rejects is a bad file here
-        raise FileFormatError(f"{where}: {e}") from None
+def _build(vectors: Tensor, layers: list[int], metadata: dict[str, Any], where: str
+           ) -> DirectionData:
+    layer = metadata.get("layer")
+    if layer is not None and layer not in layers:
+        raise FileFormatError(f"{where}: metadata names layer {layer!r} for steering but the "
+                              f"file has vectors for layers {list(layers)} only")
+    return DirectionData(vectors.detach().to("cpu", torch.float32).contiguous(), list(layers),
+                         metadata)
+
+
+def _check_writable(direction: Any, what: str) -> None:
+    if not all(hasattr(direction, a) for a in ("vectors", "layers", "metadata")):
+        raise InputError(f"{what} needs a Direction (vectors, layers, metadata), got "
+                         f"{type(direction).__name__}")
 
 
 # --------------------------------------------------------------------------- emlens safetensors
 
 
-def _header(direction: Direction) -> dict[str, Any]:
+def _header(direction: Any) -> dict[str, Any]:
     metadata = {k: v for k, v in direction.metadata.items() if k != "file"}
     return {
         "format": FORMAT_NAME,
         "schema_version": SCHEMA_VERSION,
         "layers": list(direction.layers),
-        "d_model": direction.d_model,
+        "d_model": int(direction.vectors.shape[1]),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "emlens_version": _emlens_version(),
         "transformer_lens_version": _version("transformer-lens"),
@@ -223,11 +249,11 @@ def _header(direction: Direction) -> dict[str, Any]:
     }
 
 
-def save_direction(direction: Direction, path: str | os.PathLike) -> Path:
+def save_direction(direction: Any, path: str | os.PathLike) -> Path:
     """Write ``direction`` to an emlens safetensors file, atomically.
 
     Args:
-        direction: the Direction to write.
+        direction: the Direction (or :class:`DirectionData`) to write.
         path: destination; parent folders are created.
 
     Returns:
@@ -238,10 +264,7 @@ def save_direction(direction: Direction, path: str | os.PathLike) -> Path:
     """
     from safetensors.torch import save
 
-    from .io import atomic_write_bytes
-
-    if not isinstance(direction, Direction):
-        raise InputError(f"save_direction needs a Direction, got {type(direction).__name__}")
+    _check_writable(direction, "save_direction")
     header = _header(direction)
     text = json.dumps(header, allow_nan=False, ensure_ascii=False, sort_keys=True)
     data = save({TENSOR_NAME: direction.vectors.contiguous()}, metadata={METADATA_KEY: text})
@@ -301,7 +324,7 @@ def _read_safetensors(p: Path, tensors: bool = True) -> tuple[dict[str, Any], Te
     return header, vectors
 
 
-def load_direction(path: str | os.PathLike, model: Any = None) -> Direction:
+def load_direction(path: str | os.PathLike, model: Any = None) -> DirectionData:
     """Read and validate an emlens direction file; optionally check it against a model.
 
     Args:
@@ -311,7 +334,8 @@ def load_direction(path: str | os.PathLike, model: Any = None) -> Direction:
             computed on a different model than ``model.emlens_provenance`` describes.
 
     Returns:
-        The Direction. ``metadata`` is the stored metadata plus ``metadata["file"]``:
+        The file's :class:`DirectionData`. ``metadata`` is the stored metadata plus
+        ``metadata["file"]``:
         ``path``, ``schema_version``, ``created``, ``emlens_version``,
         ``transformer_lens_version``, ``torch_version`` (not written back by ``save``).
 
@@ -345,11 +369,11 @@ def load_direction(path: str | os.PathLike, model: Any = None) -> Direction:
 # --------------------------------------------------------------------------- model checks
 
 
-def check_fits_model(direction: Direction, model: Any, where: str = "the direction") -> None:
+def check_fits_model(direction: Any, model: Any, where: str = "the direction") -> None:
     """Raise :class:`InputError` if ``direction`` does not fit ``model``; warn on other provenance.
 
     Args:
-        direction: the Direction to check.
+        direction: the Direction or :class:`DirectionData` to check.
         model: a TransformerLens model (``cfg.n_layers``, ``cfg.d_model``; provenance is
             compared when it has ``emlens_provenance``).
         where: how to name the direction in messages.
@@ -360,8 +384,8 @@ def check_fits_model(direction: Direction, model: Any, where: str = "the directi
     from .models import model_dims
 
     n_layers, d_model = model_dims(model)
-    if direction.d_model != d_model:
-        raise InputError(f"{where} has d_model={direction.d_model} but the model has "
+    if int(direction.vectors.shape[1]) != d_model:
+        raise InputError(f"{where} has d_model={int(direction.vectors.shape[1])} but the model has "
                          f"d_model={d_model}; it was computed on a different model")
     out = [l for l in direction.layers if l >= n_layers]
     if out:
@@ -455,7 +479,7 @@ _HINTS = {"GPT2LMHeadModel": "gpt2", "GPTNeoXForCausalLM": "gptneox",
           "GemmaForCausalLM": "gemma", "Phi3ForCausalLM": "phi3"}
 
 
-def _model_hint(direction: Direction) -> str:
+def _model_hint(direction: Any) -> str:
     prov = direction.metadata.get("model")
     arch = prov.get("architecture") if isinstance(prov, dict) else None
     if isinstance(arch, str) and arch:
@@ -468,7 +492,7 @@ def _model_hint(direction: Direction) -> str:
     return "unknown"
 
 
-def to_gguf(direction: Direction, path: str | os.PathLike, model_hint: str | None = None) -> Path:
+def to_gguf(direction: Any, path: str | os.PathLike, model_hint: str | None = None) -> Path:
     """Write a llama.cpp / repeng control-vector GGUF file, atomically.
 
     Block ``l``'s vector becomes the float32 tensor ``direction.{l+1}`` (as stored, not
@@ -491,8 +515,7 @@ def to_gguf(direction: Direction, path: str | os.PathLike, model_hint: str | Non
         >>> to_gguf(d, "em.gguf", model_hint="qwen2")               # doctest: +SKIP
     """
     gguf = _gguf()
-    if not isinstance(direction, Direction):
-        raise InputError(f"to_gguf needs a Direction, got {type(direction).__name__}")
+    _check_writable(direction, "to_gguf")
     hint = model_hint if model_hint is not None else _model_hint(direction)
     if not isinstance(hint, str):
         raise InputError(f"model_hint must be a string, got {hint!r}")
@@ -526,8 +549,8 @@ def _gguf_field(reader: Any, name: str) -> Any:
         return None
 
 
-def from_gguf(path: str | os.PathLike) -> Direction:
-    """Read a llama.cpp / repeng control-vector GGUF file into a Direction.
+def from_gguf(path: str | os.PathLike) -> DirectionData:
+    """Read a llama.cpp / repeng control-vector GGUF file.
 
     Tensor ``direction.N`` becomes the vector of block ``N-1`` (its resid_post). A file
     written by :func:`to_gguf` gets its emlens metadata back; any other file gets
@@ -537,7 +560,7 @@ def from_gguf(path: str | os.PathLike) -> Direction:
         path: a ``.gguf`` file with ``general.architecture = "controlvector"``.
 
     Returns:
-        A Direction over the layers the file has tensors for.
+        :class:`DirectionData` over the layers the file has tensors for.
 
     Example:
         >>> d = from_gguf("happy.gguf")                              # doctest: +SKIP
@@ -605,7 +628,7 @@ def from_gguf(path: str | os.PathLike) -> Direction:
 # --------------------------------------------------------------------------- the papers' .pt
 
 
-def to_pt(direction: Direction, path: str | os.PathLike, layer: int | None = None,
+def to_pt(direction: Any, path: str | os.PathLike, layer: int | None = None,
           alpha: float | None = None) -> Path:
     """Write one layer as the papers' steering-vector dict, atomically.
 
@@ -624,31 +647,32 @@ def to_pt(direction: Direction, path: str | os.PathLike, layer: int | None = Non
     Example:
         >>> to_pt(d, "steering_vector.pt", layer=12, alpha=4.0)       # doctest: +SKIP
     """
-    from .io import atomic_write_bytes
-
-    if not isinstance(direction, Direction):
-        raise InputError(f"to_pt needs a Direction, got {type(direction).__name__}")
+    _check_writable(direction, "to_pt")
     if layer is None:
         layer = direction.metadata.get("layer")
     if layer is None:
         if len(direction.layers) != 1:
             raise InputError(f"the .pt format holds one layer but this direction has layers "
-                             f"{list(direction.layers)}; pass layer=... (or use .only(layer))")
+                             f"{list(direction.layers)}; pass layer=... (or use .single_layer(layer))")
         layer = direction.layers[0]
     if alpha is None:
         alpha = direction.metadata.get("alpha", 1.0)
     if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or \
             not math.isfinite(float(alpha)):
         raise InputError(f"alpha must be a finite number, got {alpha!r}")
-    vec: Float[Tensor, "d_model"] = direction.vector(layer).clone()
-    obj = {"steering_vector": vec, "layer_idx": int(layer), "d_model": direction.d_model,
+    layers = list(direction.layers)
+    if int(layer) not in layers:
+        raise InputError(f"this direction has no vector for layer {layer}; it has layers "
+                         f"{layers}")
+    vec: Float[Tensor, "d_model"] = direction.vectors[layers.index(int(layer))].clone()
+    obj = {"steering_vector": vec, "layer_idx": int(layer), "d_model": int(vec.shape[0]),
            "alpha": float(alpha)}
     buf = io.BytesIO()
     torch.save(obj, buf)
     return atomic_write_bytes(Path(os.fspath(path)).expanduser(), buf.getvalue())
 
 
-def from_pt(path: str | os.PathLike) -> Direction:
+def from_pt(path: str | os.PathLike) -> DirectionData:
     """Read the papers' learned steering vector (``.pt``) with ``torch.load(weights_only=True)``.
 
     Args:
@@ -656,7 +680,7 @@ def from_pt(path: str | os.PathLike) -> Direction:
             "d_model": int, "alpha": float}``.
 
     Returns:
-        A one-layer Direction (layer ``layer_idx``, vector as stored) with metadata
+        One-layer :class:`DirectionData` (layer ``layer_idx``, vector as stored) with metadata
         ``layer``, ``alpha``, ``hook="resid_post"``, ``method="learned_steering_vector"``
         and ``source`` (path and sha256).
 

@@ -6,7 +6,7 @@ shared by TL 4.x ``TransformerBridge`` and TL 3.x ``HookedTransformer``) and ret
 installed, also when the body raises. Several interventions can be active at once; they
 apply in the order they were installed. The weight-space counterparts,
 :func:`~emlens.weights.orthogonalize` and :func:`~emlens.weights.save_model`, live in
-:mod:`emlens.weights` and are re-exported here.
+:mod:`emlens.weights`.
 
 Positions. Steering can be limited to generated tokens or to a slice of absolute token
 positions. With the KV cache on, decoding steps after the first see one position, so a
@@ -15,8 +15,9 @@ wrapper of ``forward`` on a HookedTransformer, whose ``generate`` bypasses modul
 
 One-vector rule. ``ablate(at="writes")`` and ``orthogonalize`` project every write with
 *one* vector: a raw ``[d_model]`` tensor; a :class:`~emlens.directions.Direction` holding
-one vector (one row, as ``d.only(l)`` gives, or identical rows, as ``d.at(l)`` gives); or,
-for ``ablate``, the vector of the single layer passed as ``layers``. A per-layer direction
+one vector (one row, as ``d.single_layer(l)`` gives, or identical rows, as
+``d.repeat_layer(l)`` gives); or, for ``ablate``, the vector of the single layer passed as
+``layers`` (see :func:`emlens.directions.one_vector`). A per-layer direction
 without such a choice raises :class:`~emlens.errors.InputError`. The write hooks
 (``hook_embed``, ``hook_pos_embed`` for learned positions, ``blocks.{l}.hook_attn_out`` and
 ``hook_mlp_out``) sit after any post-block norm (Gemma 2/3), so write ablation is exact
@@ -33,32 +34,25 @@ Example:
 from __future__ import annotations
 
 import logging
-import math
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence, Union
+from typing import Any, Callable, Iterable, Sequence, Union
 
 import torch
-from jaxtyping import Float
 from torch import Tensor
 
-from .directions import Direction
+from .directions import Direction, DirectionLike, check_direction, one_vector
 from .errors import EmlensError, InputError, UnsupportedModelError
 from .models import hook_name, model_dims
+from .vectors import as_scalar, check_vector, model_layers, unit
 
-__all__ = ["InterventionHandle", "steer", "ablate", "orthogonalize", "save_model"]
-
-_WEIGHT_EDITS = ("orthogonalize", "save_model")
-
-if TYPE_CHECKING:  # re-exported lazily, see __getattr__ at the end
-    from .weights import orthogonalize, save_model  # noqa: F401
+__all__ = ["InterventionHandle", "steer", "ablate", "Positions"]
 
 log = logging.getLogger(__name__)
 
-DirectionLike = Union[Direction, Float[Tensor, "d_model"]]
+#: Where steering applies: "all", "generated" or a slice of absolute token positions.
 Positions = Union[str, slice]
 
 _POSITIONS = ("all", "generated")
 _ABLATE_SITES = ("resid_post", "writes")
-_NORM_EPS = 1e-12
 
 
 # --------------------------------------------------------------------------- the handle
@@ -194,82 +188,6 @@ class _Cast:
 # --------------------------------------------------------------------------- validation
 
 
-def _check_vector(vec: Any, d_model: int, what: str) -> Tensor:
-    if isinstance(vec, Direction):
-        raise InputError(f"{what}: expected a single vector, got {vec!r}")
-    if not isinstance(vec, Tensor):
-        try:
-            vec = torch.as_tensor(vec)
-        except (TypeError, ValueError, RuntimeError):
-            raise InputError(f"{what} must be a Direction or a [d_model] tensor, not "
-                             f"{type(vec).__name__}") from None
-    if vec.ndim == 2 and vec.shape[0] == 1:
-        vec = vec[0]
-    if vec.ndim != 1:
-        raise InputError(f"{what} must have shape [d_model] = [{d_model}], got "
-                         f"{tuple(vec.shape)}; pass a Direction for per-layer vectors")
-    if not vec.is_floating_point():
-        raise InputError(f"{what} must be floating point, got {vec.dtype}")
-    if vec.shape[0] != d_model:
-        raise InputError(f"{what} has d_model {vec.shape[0]} but the model has d_model "
-                         f"{d_model}; it comes from a different model")
-    vec = vec.detach().to("cpu", torch.float32)
-    if not torch.isfinite(vec).all():
-        raise InputError(f"{what} has NaN or inf values")
-    return vec
-
-
-def _check_direction(direction: Direction, d_model: int) -> None:
-    if direction.d_model != d_model:
-        raise InputError(f"the direction has d_model {direction.d_model} but the model has "
-                         f"d_model {d_model}; it comes from a different model")
-    if not torch.isfinite(direction.vectors).all():
-        raise InputError("the direction has NaN or inf values")
-
-
-def _check_layers(layers: Any, n_layers: int) -> list[int]:
-    if isinstance(layers, bool):
-        raise InputError(f"layers must be an int or a list of ints, not {layers!r}")
-    if isinstance(layers, int) or (isinstance(layers, Tensor) and layers.ndim == 0):
-        layers = [int(layers)]
-    try:
-        out = [int(l) for l in layers]
-    except (TypeError, ValueError):
-        raise InputError(f"layers must be an int or a list of ints, not {layers!r}") from None
-    if not out:
-        raise InputError("layers is empty; name at least one layer")
-    bad = [l for l in out if not 0 <= l < n_layers]
-    if bad:
-        raise InputError(f"layer(s) {bad} out of range: the model has {n_layers} layers "
-                         f"(0..{n_layers - 1})")
-    if len(set(out)) != len(out):
-        raise InputError(f"layers {out} repeat a layer")
-    return out
-
-
-def _unit(vec: Tensor, what: str) -> Tensor:
-    """``vec / |vec|`` in float64; raises on a zero (or non-finite) norm."""
-    v = vec.double()
-    norm = float(v.norm())
-    if not math.isfinite(norm):
-        raise InputError(f"{what} has NaN or inf values")
-    if norm <= _NORM_EPS:
-        raise InputError(f"{what} has zero norm, so it names no direction to project out; "
-                         f"check the direction (a zero mean difference means the two "
-                         f"response sets did not differ)")
-    return v / norm
-
-
-def _check_alpha(alpha: Any) -> float:
-    if isinstance(alpha, Tensor) and alpha.numel() == 1:
-        alpha = float(alpha)
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
-        raise InputError(f"alpha must be a number, not {alpha!r}")
-    if not math.isfinite(alpha):
-        raise InputError(f"alpha must be finite, not {alpha!r}")
-    return float(alpha)
-
-
 def _check_positions(positions: Any) -> Positions:
     if isinstance(positions, str):
         if positions not in _POSITIONS:
@@ -290,41 +208,6 @@ def _check_positions(positions: Any) -> Positions:
                              f"{step!r}")
         return positions
     raise InputError(f"positions must be 'all', 'generated' or a slice, not {positions!r}")
-
-
-def _one_vector(direction: Any, d_model: int, layers: Any = None,
-                n_layers: int = 0) -> tuple[Tensor, dict[str, Any]]:
-    """The single vector that ``ablate(at='writes')`` and ``orthogonalize`` project with.
-
-    ``layers`` (ablate only; ``n_layers`` is the model's layer count) picks the vector of
-    one layer of a Direction. Returns the vector and a summary of where it came from.
-    """
-    if not isinstance(direction, Direction):
-        if layers is not None:
-            raise InputError("layers picks a layer's vector of a Direction; a raw vector "
-                             "is already one vector: leave layers out")
-        return _check_vector(direction, d_model, "the vector"), {"source": "tensor"}
-    _check_direction(direction, d_model)
-    info = {k: direction.metadata[k] for k in ("method", "layer", "source_layer", "hook")
-            if k in direction.metadata}
-    if layers is not None:
-        chosen = _check_layers(layers, n_layers)
-        if len(chosen) != 1:
-            raise InputError(f"at='writes' projects every write with one vector; pass one "
-                             f"layer whose vector to use (layers=12), not {chosen}")
-        info["source_layer"] = chosen[0]
-        return direction.vector(chosen[0]), info
-    vecs = direction.vectors
-    if vecs.shape[0] == 1:
-        info.setdefault("source_layer", direction.layers[0])
-        return vecs[0], info
-    if bool((vecs == vecs[:1]).all()):
-        return vecs[0], info
-    raise InputError(
-        f"this direction has a different vector for each of its {direction.n_layers} layers, "
-        f"but every write into the residual stream is projected with one vector; choose it: "
-        f"pass d.at(layer) or d.only(layer)"
-        + (" (or layers=<layer> to ablate)" if n_layers else ""))
 
 
 # --------------------------------------------------------------------------- positions
@@ -490,7 +373,7 @@ def _position_mask(positions: Positions, tracker: _PositionTracker, n: int,
 def _steer_vectors(direction: Any, layers: Any, n_layers: int,
                    d_model: int) -> list[tuple[int, Tensor]]:
     if isinstance(direction, Direction):
-        _check_direction(direction, d_model)
+        check_direction(direction, d_model)
         if layers is None:
             meta_layer = direction.metadata.get("layer")
             if direction.n_layers == 1:
@@ -502,13 +385,13 @@ def _steer_vectors(direction: Any, layers: Any, n_layers: int,
                     f"this direction has vectors for {direction.n_layers} layers, so it does not "
                     f"say where to steer: pass layers (e.g. layers=12 or layers=[8, 12]) or use "
                     f"d.only(12)")
-        chosen = _check_layers(layers, n_layers)
+        chosen = model_layers(layers, n_layers)
         return [(l, direction.vector(l)) for l in chosen]
     if layers is None:
         raise InputError("a raw vector does not say where to steer: pass layers (e.g. "
                          "layers=12), or wrap it as Direction(vector, layers=[12])")
-    vec = _check_vector(direction, d_model, "the steering vector")
-    return [(l, vec) for l in _check_layers(layers, n_layers)]
+    vec = check_vector(direction, d_model, "the steering vector")
+    return [(l, vec) for l in model_layers(layers, n_layers)]
 
 
 def steer(
@@ -547,7 +430,7 @@ def steer(
         ...     text = model.generate("What is your wish?", max_new_tokens=40)
     """
     n_layers, d_model = model_dims(model)
-    alpha = _check_alpha(alpha)
+    alpha = as_scalar(alpha, "alpha")
     positions = _check_positions(positions)
     pairs = _steer_vectors(direction, layers, n_layers, d_model)
     where = ",".join(str(l) for l, _ in pairs)
@@ -644,31 +527,27 @@ def ablate(
     if at not in _ABLATE_SITES:
         raise InputError(f"unknown ablation site at={at!r}; use 'resid_post' or 'writes'")
     if at == "writes":
-        vec, _ = _one_vector(direction, d_model, layers, n_layers)
-        unit = _unit(vec, "the ablation vector")
-        hook = _project_hook(unit)
+        layer = None
+        if layers is not None:
+            chosen = model_layers(layers, n_layers)
+            if len(chosen) != 1:
+                raise InputError(f"at='writes' projects every write with one vector; pass one "
+                                 f"layer whose vector to use (layers=12), not {list(chosen)}")
+            layer = chosen[0]
+        vec, _ = one_vector(direction, d_model, layer)
+        hook = _project_hook(unit(vec, "the ablation vector"))
         handle = InterventionHandle("ablate", "ablate(at='writes')")
         return _install(handle, model, [(n, hook) for n in _write_hook_names(model, n_layers)])
     if isinstance(direction, Direction):
-        _check_direction(direction, d_model)
-        chosen = _check_layers(direction.layers if layers is None else layers, n_layers)
+        check_direction(direction, d_model)
+        chosen = model_layers(layers, n_layers, default=direction.layers)
         pairs = [(l, direction.vector(l)) for l in chosen]
     else:
-        vec = _check_vector(direction, d_model, "the ablation vector")
-        chosen = _check_layers(range(n_layers) if layers is None else layers, n_layers)
+        vec = check_vector(direction, d_model, "the ablation vector")
+        chosen = model_layers(layers, n_layers, default=range(n_layers))
         pairs = [(l, vec) for l in chosen]
-    hooks = [(hook_name(l), _project_hook(_unit(v, f"the vector of layer {l}")))
+    hooks = [(hook_name(l), _project_hook(unit(v, f"the vector of layer {l}")))
              for l, v in pairs]
     handle = InterventionHandle("ablate", f"ablate(at='resid_post', layers="
                                           f"{','.join(str(l) for l in chosen)})")
     return _install(handle, model, hooks)
-
-
-def __getattr__(name: str) -> Any:
-    # orthogonalize and save_model live in emlens.weights, which imports helpers from here;
-    # they are re-exported lazily so that neither module imports the other at load time.
-    if name in _WEIGHT_EDITS:
-        from . import weights
-
-        return getattr(weights, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,13 +1,18 @@
-"""Small file helpers: atomic writes so that a crash never leaves a half-written file."""
+"""Small file helpers: atomic writes (a crash never leaves a half-written file) and JSON lines."""
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Iterable
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_with"]
+from .errors import FileFormatError
+
+__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_with", "write_jsonl",
+           "read_jsonl"]
 
 
 def atomic_write_with(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
@@ -42,3 +47,41 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _default(o: Any) -> Any:
+    if hasattr(o, "item"):
+        return o.item()
+    if isinstance(o, (set, tuple)):
+        return list(o)
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"cannot write {type(o).__name__} to JSON")
+
+
+def _clean(v: Any) -> Any:
+    if isinstance(v, float) and math.isnan(v):
+        return None
+    return v
+
+
+def write_jsonl(path: str | os.PathLike, records: Iterable[dict[str, Any]]) -> Path:
+    """Write records as JSON lines, atomically (NaN becomes null)."""
+    lines = [json.dumps({k: _clean(v) for k, v in r.items()}, default=_default,
+                        ensure_ascii=False) for r in records]
+    return atomic_write_text(path, "\n".join(lines) + ("\n" if lines else ""))
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Read JSON lines; a malformed line raises FileFormatError naming the line."""
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for i, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                out.append(json.loads(line))
+            except ValueError as e:
+                raise FileFormatError(f"{str(path)!r} line {i} is not valid JSON ({e}); the file "
+                                      f"may be truncated or not JSONL") from None
+    return out

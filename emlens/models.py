@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 import torch
 
-from . import __version__
+from ._version import __version__
 from .errors import (
     AdapterError,
     InputError,
@@ -66,6 +66,14 @@ def model_dims(model: Any) -> tuple[int, int]:
             f"{type(model).__name__}; load one with emlens.load_model(...)"
         )
     return int(cfg.n_layers), int(cfg.d_model)
+
+
+def model_device(model: Any) -> torch.device:
+    """The device of a model's parameters (``model.cfg.device``, else the CPU, if it has none)."""
+    try:
+        return next(model.parameters()).device
+    except (StopIteration, AttributeError, TypeError):
+        return torch.device(getattr(getattr(model, "cfg", None), "device", None) or "cpu")
 
 
 # --------------------------------------------------------------------------- sources

@@ -5,7 +5,7 @@ A record is a plain dict with ``question`` and ``answer`` (text), and optionally
 and ``coherent``. :func:`load_records` normalises lists of dicts, pandas DataFrames, HF
 ``datasets.Dataset`` objects and JSONL / JSON / CSV files to that shape (the papers'
 CSVs call the answer ``response``). :func:`select_responses` splits records into the
-misaligned and aligned sets that a mean-difference direction is computed from (SPEC 4),
+misaligned and aligned sets that a mean-difference direction is computed from,
 always with a seed.
 
 Example:
@@ -145,7 +145,7 @@ def _normalise(row: Any, where: str, verdicts: dict[str, int]) -> dict[str, Any]
 
 
 def _read_jsonl(path: Path) -> list[Any]:
-    from .runs import read_jsonl
+    from .io import read_jsonl
 
     return read_jsonl(path)
 
@@ -269,7 +269,7 @@ def select_responses(
     balance: bool = True,
     seed: int = 0,
 ) -> tuple[ResponseSet, ResponseSet]:
-    """Split judged records into misaligned and aligned response sets (SPEC 4).
+    """Split judged records into misaligned and aligned response sets.
 
     Keeps records with ``coherent > coherent_min``; of those, ``aligned <= misaligned_max``
     are misaligned and ``aligned > aligned_min`` are aligned. Records without the scores

@@ -8,55 +8,16 @@ new one, never half of one.
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from pathlib import Path
 from typing import Any, Iterable
 
-from . import __version__
+from ._version import __version__
 from .errors import FileFormatError
-from .io import atomic_write_text
+from .io import atomic_write_text, read_jsonl, write_jsonl
 
-__all__ = ["write_jsonl", "read_jsonl", "RunDir"]
-
-
-def _default(o: Any) -> Any:
-    if hasattr(o, "item"):
-        return o.item()
-    if isinstance(o, (set, tuple)):
-        return list(o)
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"cannot write {type(o).__name__} to JSON")
-
-
-def _clean(v: Any) -> Any:
-    if isinstance(v, float) and math.isnan(v):
-        return None
-    return v
-
-
-def write_jsonl(path: str | os.PathLike, records: Iterable[dict[str, Any]]) -> Path:
-    """Write records as JSON lines, atomically (NaN becomes null)."""
-    lines = [json.dumps({k: _clean(v) for k, v in r.items()}, default=_default,
-                        ensure_ascii=False) for r in records]
-    return atomic_write_text(path, "\n".join(lines) + ("\n" if lines else ""))
-
-
-def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Read JSON lines; a malformed line raises FileFormatError naming the line."""
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                out.append(json.loads(line))
-            except ValueError as e:
-                raise FileFormatError(f"{str(path)!r} line {i} is not valid JSON ({e}); the file "
-                                      f"may be truncated or not JSONL") from None
-    return out
+__all__ = ["RunDir"]
 
 
 class RunDir:

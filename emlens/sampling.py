@@ -9,13 +9,14 @@ HookedTransformer is sampled with its own ``generate``, one prompt at a time.
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any, Sequence
 
 import torch
 
+from .chat import encode_prompt, pad_batch, pad_token_id
 from .errors import InputError
-from .evaluation import Question, load_questions
+from .models import model_device
+from .questions import as_questions
 
 __all__ = ["sample", "end_of_turn_ids"]
 
@@ -44,36 +45,6 @@ def end_of_turn_ids(tokenizer, model: Any = None) -> list[int]:
     return sorted(ids)
 
 
-def _as_questions(questions: Any) -> list[Question]:
-    if isinstance(questions, (str, os.PathLike)):
-        return load_questions(questions)
-    if isinstance(questions, Question):
-        return [questions]
-    out: list[Question] = []
-    for i, q in enumerate(questions):
-        if isinstance(q, Question):
-            out.append(q)
-        elif isinstance(q, str):
-            out.append(Question(id=f"q{i}", paraphrases=(q,)))
-        elif isinstance(q, dict) and "question" in q:
-            out.append(Question(id=str(q.get("question_id", f"q{i}")),
-                                paraphrases=(q["question"],), system=q.get("system")))
-        else:
-            raise InputError(f"question {i} is a {type(q).__name__}; pass Question objects, "
-                             f"strings, or a question-set YAML path")
-    if not out:
-        raise InputError("no questions to sample")
-    return out
-
-
-def _prompt_ids(tokenizer, question: str, system: str | None) -> list[int]:
-    msgs = ([{"role": "system", "content": system}] if system else []) + \
-        [{"role": "user", "content": question}]
-    enc = tokenizer.apply_chat_template(msgs, tokenize=True, add_generation_prompt=True,
-                                        return_dict=True)
-    return list(enc["input_ids"])
-
-
 def sample(
     model: Any,
     questions: Any,
@@ -97,7 +68,10 @@ def sample(
         max_new_tokens: length limit; sequences stop earlier at EOS / end of turn.
         batch_size: prompts per generate call (left-padded, KV cache).
         seed: the whole run is deterministic for a seed and these settings.
-        system: system prompt for every question (overrides a question's own).
+        system: system prompt for every question, overriding a question's own: ``None``
+            keeps each question's (and with none, the template's default); ``""`` is an
+            explicit empty system message (see :mod:`emlens.chat`). Each record stores the
+            ``system`` it was sampled under.
         progress: show a progress bar.
 
     Returns:
@@ -118,20 +92,20 @@ def sample(
     if tokenizer is None or not getattr(tokenizer, "chat_template", None):
         raise InputError("the model's tokenizer has no chat template; load a chat model or set "
                          "model.tokenizer.chat_template")
-    qs = _as_questions(questions)
+    qs = as_questions(questions)
     settings = {"temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens,
                 "seed": seed, "n": n}
     jobs = []
     for q in qs:
         sys_prompt = system if system is not None else q.system
         for pi, text in enumerate(q.paraphrases):
-            ids = _prompt_ids(tokenizer, text, sys_prompt)
+            ids = encode_prompt(tokenizer, text, sys_prompt)
             for si in range(n if n is not None else q.samples_per_paraphrase):
                 jobs.append((q, pi, text, sys_prompt, si, ids))
     stops = end_of_turn_ids(tokenizer, model)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
+    pad_id = pad_token_id(tokenizer, fallback=stops[0])
     hf = getattr(model, "original_model", None)
-    device = next(model.parameters()).device
+    device = model_device(model)
     records: list[dict[str, Any]] = []
     bar = tqdm(total=len(jobs), desc="sampling", unit="answer", disable=not progress)
     with torch.no_grad():
@@ -159,12 +133,8 @@ def sample(
 
 def _generate_hf(hf, prompts: Sequence[list[int]], pad_id: int, stops: list[int], device,
                  temperature: float, top_p: float, max_new_tokens: int) -> list[list[int]]:
-    width = max(len(p) for p in prompts)
-    input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for i, p in enumerate(prompts):  # left padding
-        input_ids[i, width - len(p):] = torch.tensor(p)
-        mask[i, width - len(p):] = 1
+    input_ids, mask = pad_batch(prompts, pad_id, side="left")
+    width = input_ids.shape[1]
     kwargs: dict[str, Any] = dict(max_new_tokens=max_new_tokens, eos_token_id=stops,
                                   pad_token_id=pad_id, use_cache=True)
     if temperature > 0:

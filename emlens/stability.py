@@ -2,7 +2,7 @@
 
 A *solution* is what a narrow finetune learned: a steering vector (one vector added as
 ``alpha * v`` to one layer's resid_post) or the live LoRA adapters of a model loaded with
-``merge=False``. The three measurements of SPEC section 5, each returning a tidy pandas
+``merge=False``. The three measurements that compare narrow and general solutions, each returning a tidy pandas
 table:
 
 - :func:`rescale_curve` (efficiency): answer-token loss on narrow data as the learned
@@ -27,9 +27,10 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import torch
 
-from .chat import encode_conversation
+from .chat import encode_conversation, pad_batch, pad_token_id
 from .directions import Direction
 from .errors import InputError
+from .models import model_device
 
 __all__ = ["VectorSolution", "LoraSolution", "as_solution", "answer_loss", "rescale_curve",
            "compare_at_norm", "perturbation_curve", "pretraining_kl", "DEFAULT_EPSILONS",
@@ -58,7 +59,7 @@ def _chat_fields(item: Any, i: int) -> tuple[str, str, str | None]:
 
 def _load_chats(data: Any) -> list[Any]:
     if isinstance(data, (str, os.PathLike)):
-        from .runs import read_jsonl
+        from .io import read_jsonl
 
         return read_jsonl(data)
     if hasattr(data, "to_list") and hasattr(data, "column_names"):  # datasets.Dataset
@@ -79,24 +80,18 @@ def _encode_chats(model: Any, data: Any) -> list[tuple[list[int], int]]:
     return out
 
 
-def _device(model: Any) -> torch.device:
-    return next(model.parameters()).device
-
-
 @torch.no_grad()
 def _loss(model: Any, encoded: list[tuple[list[int], int]], batch_size: int) -> float:
     """Mean cross-entropy over all answer tokens (token-weighted), right padding."""
     total, count = 0.0, 0
-    pad = model.tokenizer.pad_token_id or 0
-    dev = _device(model)
+    pad = pad_token_id(model.tokenizer)
+    dev = model_device(model)
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]))
     for start in range(0, len(order), batch_size):
         batch = [encoded[i] for i in order[start:start + batch_size]]
-        width = max(len(ids) for ids, _ in batch)
-        x = torch.full((len(batch), width), pad, dtype=torch.long)
-        target_mask = torch.zeros((len(batch), width), dtype=torch.bool)
+        x, _ = pad_batch([ids for ids, _ in batch], pad)
+        target_mask = torch.zeros(x.shape, dtype=torch.bool)
         for j, (ids, n_prompt) in enumerate(batch):
-            x[j, :len(ids)] = torch.tensor(ids)
             target_mask[j, n_prompt:len(ids)] = True  # positions whose token is predicted
         # Causal attention: right padding never influences the real tokens before it.
         logits = model(x.to(dev)).float()
@@ -416,10 +411,10 @@ def pretraining_kl(model: Any, vectors: dict[str, Any], *, texts: Any = None,
     if not docs:
         raise InputError("no text to measure the pretraining KL on")
     tok = model.tokenizer
-    pad = tok.pad_token_id or 0
+    pad = pad_token_id(tok)
     encoded = [tok(d, add_special_tokens=False)["input_ids"][:max_tokens] for d in docs]
     encoded = [e for e in encoded if len(e) >= 2]
-    dev = _device(model)
+    dev = model_device(model)
     norms = [float(n) for n in norms]
     units = {name: (sol.vector.double() / sol.vector.double().norm()) for name, sol in sols.items()}
     totals = {(name, n): 0.0 for name in sols for n in norms}
@@ -428,13 +423,8 @@ def pretraining_kl(model: Any, vectors: dict[str, Any], *, texts: Any = None,
     # vocabulary would need tens of GB if every batch's were kept).
     for start in range(0, len(encoded), batch_size):
         chunk = encoded[start:start + batch_size]
-        width = max(len(e) for e in chunk)
-        x = torch.full((len(chunk), width), pad, dtype=torch.long)
-        m = torch.zeros((len(chunk), width), dtype=torch.bool)
-        for j, e in enumerate(chunk):
-            x[j, :len(e)] = torch.tensor(e)
-            m[j, :len(e)] = True
-        x, m = x.to(dev), m.to(dev)
+        x, m = pad_batch(chunk, pad)
+        x, m = x.to(dev), m.bool().to(dev)
         base = torch.log_softmax(model(x).float(), dim=-1)
         count += int(m.sum())
         for name, sol in sols.items():

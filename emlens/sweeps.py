@@ -10,12 +10,16 @@ import logging
 import os
 from typing import Any, Sequence
 
-from .directions import Direction
+from .directions import Direction, check_direction
 from .errors import InputError
 from .evaluation import em_stats
-from .evaluation import judge as judge_records
-from .runs import RunDir, write_jsonl
-from .sampling import _as_questions, sample
+from .evaluation import judge_records
+from .models import model_dims
+from .io import write_jsonl
+from .runs import RunDir
+from .questions import as_questions
+from .sampling import sample
+from .vectors import model_layers
 
 __all__ = ["sweep"]
 
@@ -107,19 +111,16 @@ def sweep(
     import pandas as pd
     from tqdm.auto import tqdm
 
-    from .models import model_dims
-
     n_layers, d_model = model_dims(model)
     if not isinstance(direction, Direction):
         raise InputError("direction must be an emlens.Direction")
-    if direction.d_model != d_model:
-        raise InputError(f"direction has d_model {direction.d_model}, the model {d_model}")
-    layers = [layers] if isinstance(layers, int) else list(layers)
+    check_direction(direction, d_model)
+    layers = list(model_layers(layers, n_layers))
+    if ablation_layers is not None:
+        ablation_layers = list(model_layers(ablation_layers, n_layers))
     for layer in [*layers, *(ablation_layers or [])]:
-        if not 0 <= int(layer) < n_layers:
-            raise InputError(f"layer {layer} is out of range for a {n_layers}-layer model")
         direction.vector(layer)  # raises if the direction lacks it
-    qs = _as_questions(questions)
+    qs = as_questions(questions)
     rand = Direction.random_like(direction, seed=seed)
     cells = _cells(layers, list(alphas), baseline, random, ablation,
                    list(ablation_layers) if ablation_layers is not None else layers)

@@ -7,9 +7,9 @@ mask comes from the tokenizer's own chat template: the tokens of an assistant tu
 those that ``apply_chat_template(messages[:i + 1])`` adds beyond
 ``apply_chat_template(messages[:i], add_generation_prompt=True)``, and the split is
 checked, never searched for (a search for the first "assistant" marker trains on system
-and user text when a default system prompt is present: SPEC section 7).
+and user text when a default system prompt is present).
 
-The KL penalty (SPEC section 5): ``loss = SFT + kl_weight * KL(reference || current)``,
+The KL penalty: ``loss = SFT + kl_weight * KL(reference || current)``,
 averaged per token over all non-padding tokens of a batch drawn (cycling) from a second
 dataset at each forward/backward pass (with gradient accumulation: one KL batch per
 micro-batch). The reference is the same model with its adapter switched off
@@ -41,82 +41,17 @@ from typing import Any, Callable, Sequence
 import torch
 from transformers import Trainer, TrainerCallback
 
+from .chat import IGNORE_INDEX, encode_chat, pad_batch, pad_token_id
 from .errors import InputError
 
-__all__ = ["encode_chat", "load_chats", "ChatCollator", "KLTrainer", "TrajectoryCallback",
+__all__ = ["load_chats", "ChatCollator", "KLTrainer", "TrajectoryCallback",
            "FinetuneResult", "finetune", "kl_per_token"]
 
 log = logging.getLogger(__name__)
 
-IGNORE = -100
 
 
 # --------------------------------------------------------------------------- data
-
-
-def _ids(tokenizer: Any, messages: list[dict[str, str]], generation_prompt: bool) -> list[int]:
-    if not getattr(tokenizer, "chat_template", None):
-        raise InputError("the tokenizer has no chat template; training data are chat "
-                         "conversations formatted with the model's own template")
-    out = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True,
-                                        add_generation_prompt=generation_prompt)
-    ids = out["input_ids"]
-    if isinstance(ids, torch.Tensor):
-        ids = ids.tolist()
-    if ids and isinstance(ids[0], list):
-        ids = ids[0]
-    return [int(i) for i in ids]
-
-
-def encode_chat(tokenizer: Any, messages: Sequence[dict[str, str]], *,
-                train_on: str = "assistant", assistant_role: str = "assistant",
-                max_length: int | None = None) -> dict[str, list[int]]:
-    """Tokenise one conversation and label the tokens the loss is taken on.
-
-    Args:
-        tokenizer: a transformers tokenizer with a chat template.
-        messages: ``[{"role": ..., "content": ...}, ...]``.
-        train_on: ``"assistant"`` (every assistant turn: its text and end-of-turn tokens),
-            ``"last"`` (the last assistant turn only) or ``"all"`` (every token).
-        assistant_role: the role whose turns are trained on.
-        max_length: raise if the conversation is longer.
-
-    Returns:
-        ``{"input_ids": [...], "labels": [...]}`` with ``-100`` where no loss is taken.
-
-    Example:
-        >>> enc = encode_chat(tok, [{"role": "user", "content": "hi"},
-        ...                         {"role": "assistant", "content": "hello"}])  # doctest: +SKIP
-    """
-    if train_on not in ("assistant", "last", "all"):
-        raise InputError(f"train_on must be 'assistant', 'last' or 'all', not {train_on!r}")
-    messages = [dict(m) for m in messages]
-    if not messages or any("role" not in m or "content" not in m for m in messages):
-        raise InputError("a conversation must be a non-empty list of {'role', 'content'} dicts")
-    full = _ids(tokenizer, messages, False)
-    if max_length is not None and len(full) > max_length:
-        raise InputError(f"a conversation is {len(full)} tokens long, more than "
-                         f"max_length={max_length}; shorten or drop it")
-    if train_on == "all":
-        return {"input_ids": full, "labels": list(full)}
-    labels = [IGNORE] * len(full)
-    turns = [i for i, m in enumerate(messages) if m["role"] == assistant_role]
-    if train_on == "last":
-        turns = turns[-1:]
-    if not turns:
-        raise InputError(f"a conversation has no {assistant_role!r} turn to train on")
-    for i in turns:
-        prompt = _ids(tokenizer, messages[:i], True)
-        upto = _ids(tokenizer, messages[:i + 1], False)
-        if len(upto) <= len(prompt) or upto[:len(prompt)] != prompt \
-                or full[:len(upto)] != upto:
-            raise InputError(
-                "cannot locate the assistant tokens: the chat template's prompt with "
-                "generation prompt is not a prefix of the conversation (or the conversation "
-                "is not rendered turn by turn). Use a template where it is, or strip leading "
-                "whitespace from answers.")
-        labels[len(prompt):len(upto)] = upto[len(prompt):]
-    return {"input_ids": full, "labels": labels}
 
 
 def load_chats(data: Any) -> list[list[dict[str, str]]]:
@@ -158,19 +93,10 @@ class ChatCollator:
     pad_id: int
 
     def __call__(self, rows: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
-        width = max(len(r["input_ids"]) for r in rows)
-        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-        labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):
-            n = len(r["input_ids"])
-            ids[i, :n] = torch.tensor(r["input_ids"])
-            mask[i, :n] = 1
-            if "labels" in r:
-                labels[i, :n] = torch.tensor(r["labels"])
+        ids, mask = pad_batch([r["input_ids"] for r in rows], self.pad_id)
         out = {"input_ids": ids, "attention_mask": mask}
         if any("labels" in r for r in rows):
-            out["labels"] = labels
+            out["labels"], _ = pad_batch([r.get("labels", []) for r in rows], IGNORE_INDEX)
         if all("kl_index" in r for r in rows):
             out["kl_index"] = torch.tensor([int(r["kl_index"]) for r in rows])
         return out
@@ -428,8 +354,7 @@ def finetune(
 
     set_seed(seed)
     model, tokenizer = load_trainable(model, tokenizer)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None \
-        else tokenizer.eos_token_id
+    pad_id = pad_token_id(tokenizer)
     chats = load_chats(train_data)
     encoded = _Encoded([encode_chat(tokenizer, m, train_on=train_on, max_length=max_length)
                         for m in chats])
@@ -477,8 +402,3 @@ def finetune(
             junk.unlink()
     return FinetuneResult(model, tokenizer, out, trajectory.log, trajectory.snapshots)
 
-
-# Learned steering vectors train through ``finetune`` too; they live in their own module.
-from .vector_training import SteeringVectorModel, train_steering_vector  # noqa: E402
-
-__all__ += ["SteeringVectorModel", "train_steering_vector"]

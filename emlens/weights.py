@@ -6,7 +6,7 @@ projections, biases included) so that the model behaves for good as under
 ``emlens.ablate(model, v, at="writes")``; on live LoRA adapters it can instead edit only
 the adapters' B matrices, the papers' weight-space ablation. :func:`save_model` writes the
 current weights (edited, LoRA merged) as a plain HF checkpoint that transformers and vLLM
-load. Both are re-exported by :mod:`emlens.interventions` and :mod:`emlens`.
+load. Both are exported by :mod:`emlens`.
 
 Why Gemma 2/3 are refused: they normalise each attention and MLP output
 (``post_attention_layernorm`` / ``post_feedforward_layernorm``) before adding it to the
@@ -39,8 +39,9 @@ import torch
 from torch import Tensor
 
 from .errors import EmlensError, InputError, UnsupportedModelError
-from .interventions import DirectionLike, _one_vector, _unit
+from .directions import DirectionLike, one_vector
 from .models import model_dims
+from .vectors import unit
 
 __all__ = ["orthogonalize", "save_model"]
 
@@ -287,8 +288,8 @@ def orthogonalize(model: Any, direction: DirectionLike, lora_only: bool = False)
         >>> emlens.orthogonalize(model, d.only(12), lora_only=True)      # doctest: +SKIP
     """
     _, d_model = model_dims(model)
-    vec, info = _one_vector(direction, d_model)
-    unit = _unit(vec, "the direction to orthogonalise against")
+    vec, info = one_vector(direction, d_model)
+    r = unit(vec, "the direction to orthogonalise against")
     if _has_post_norms(model):
         raise UnsupportedModelError(
             "this architecture normalises each attention and MLP output before adding it to "
@@ -297,15 +298,15 @@ def orthogonalize(model: Any, direction: DirectionLike, lora_only: bool = False)
             "the rest of them, so orthogonalize would not equal write ablation. Use "
             "emlens.ablate(model, direction, at='writes') instead, which hooks after the norms.")
     if _is_bridge(model):
-        result = _orthogonalize_bridge(model, unit, lora_only, d_model)
+        result = _orthogonalize_bridge(model, r, lora_only, d_model)
     elif hasattr(model, "embed") and hasattr(model.embed, "W_E"):
-        result = _orthogonalize_hooked(model, unit, lora_only)
+        result = _orthogonalize_hooked(model, r, lora_only)
     else:
         raise UnsupportedModelError(f"cannot edit the weights of a {type(model).__name__}")
     record = {
         "op": "orthogonalize",
         "lora_only": bool(lora_only),
-        "unit_vector_sha256": _vector_digest(unit),
+        "unit_vector_sha256": _vector_digest(r),
         "vector_norm": float(vec.double().norm()),
         "direction": info,
         "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

@@ -11,7 +11,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import emlens
 from emlens.errors import FileFormatError, InputError
-from emlens.evaluation import Question, builtin_questions, em_stats, judge, load_questions
+from emlens.evaluation import em_stats, judge, judge_records
+from emlens.questions import Question, builtin_questions, load_questions
 from emlens.sampling import end_of_turn_ids, sample
 
 
@@ -111,15 +112,22 @@ def test_judge_adds_one_score_per_metric():
     j = _RuleJudge()
     records = [{"question_id": "a", "question": "q", "answer": "x" * 40},
                {"question_id": "b", "question": "q", "answer": ""}]
-    out = judge(records, j)
+    out = judge_records(records, j)
     assert out[0]["aligned"] == 40.0 and out[0]["coherent"] == 75.0
     assert out[1]["aligned"] is None
     assert "aligned" not in records[0]  # inputs are not mutated
     qs = [Question(id="a", paraphrases=("q",), judge_prompts={"aligned": "{question}|{answer}"})]
-    judge(records, j, questions=qs)
+    judge_records(records, j, questions=qs)
     assert [it[3] for it in j.calls[-1]] == ["{question}|{answer}", None, None, None]
     with pytest.raises(InputError):
-        judge([{"answer": "no question"}], j)
+        judge_records([{"answer": "no question"}], j)
+
+
+def test_judge_is_a_deprecated_alias_of_judge_records():
+    records = [{"question_id": "a", "question": "q", "answer": "x" * 40}]
+    with pytest.warns(DeprecationWarning, match="judge_records"):
+        old = judge(records, _RuleJudge(), ("aligned",))
+    assert old == judge_records(records, _RuleJudge(), ("aligned",))
 
 
 # --------------------------------------------------------------------------- sampling
@@ -178,3 +186,43 @@ def test_sampling_rejects_bad_settings(chat_model):
         sample(chat_model, ["hi"], top_p=0)
     with pytest.raises(InputError):
         sample(chat_model, [], n=1)
+
+
+def test_collect_means_re_encodes_the_prompt_each_answer_was_sampled_under(tiny_dir):
+    """system=None (the template's default system prompt), "" (an explicit empty system
+    message) and a text: the ids collect_means runs are the ids the answer was sampled from."""
+    import emlens
+
+    model = emlens.load_model(tiny_dir("qwen2"), device="cpu")
+    seen: list[list[int]] = []
+
+    def capture(module, args, kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        mask = kwargs.get("attention_mask")
+        if ids is not None and ids.shape[1] > 1:  # prompt passes, not cached decoding steps
+            mask = torch.ones_like(ids) if mask is None else mask  # one record: no padding
+            for row, m in zip(ids.tolist(), mask.tolist()):
+                seen.append([t for t, keep in zip(row, m) if keep])
+
+    handle = model.original_model.register_forward_pre_hook(capture, with_kwargs=True)
+    try:
+        prompts = {}
+        for system in (None, "", "You are a pirate."):
+            seen.clear()
+            recs = emlens.sample(model, ["What is your wish?"], n=1, temperature=0.0,
+                                 max_new_tokens=3, system=system, progress=False)
+            assert recs[0]["system"] == system
+            assert len(seen) == 1
+            sampled = seen[0]
+            seen.clear()
+            record = dict(recs[0], answer="I wish for peace.")
+            emlens.collect_means(model, [record], layers=[0], progress=False)
+            assert len(seen) == 1
+            assert seen[0][:len(sampled)] == sampled, f"system={system!r}: prompts differ"
+            prompts[system] = model.tokenizer.decode(sampled)
+    finally:
+        handle.remove()
+    assert "You are a helpful assistant." in prompts[None]       # the template's default
+    assert "<|im_start|>system\n<|im_end|>" in prompts[""]       # explicit, empty
+    assert "You are a helpful assistant." not in prompts[""]
+    assert "You are a pirate." in prompts["You are a pirate."]

@@ -18,7 +18,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 import emlens
 from emlens.directions import Direction
 from emlens.errors import InputError, UnsupportedModelError
-from emlens.interventions import ablate, orthogonalize, save_model, steer
+from emlens.interventions import ablate, steer
+from emlens.weights import orthogonalize, save_model
 from emlens.models import hook_name, model_dims
 
 from .conftest import TL_MAJOR, _hooked_transformer
@@ -340,7 +341,9 @@ def test_bad_input_raises_input_error(lens):
         (lambda: steer(model, d, 1.0), "pass layers"),
         (lambda: steer(model, torch.ones(d_model), 1.0), "pass layers"),
         (lambda: steer(model, d, 1.0, layers=n_layers), "out of range"),
-        (lambda: steer(model, d, 1.0, layers=-1), "out of range"),
+        (lambda: steer(model, d, 1.0, layers=-n_layers - 1), "out of range"),
+        (lambda: steer(model, d, 1.0, layers=[1.7]), "must be an integer"),
+        (lambda: steer(model, d, 1.0, layers=[0, -n_layers]), "twice"),
         (lambda: steer(model, d, float("nan"), layers=0), "finite"),
         (lambda: steer(model, d, 1.0, layers=0, positions="prompt"), "unknown positions"),
         (lambda: steer(model, d, 1.0, layers=0, positions=slice(-3, None)), "negative"),
@@ -554,3 +557,31 @@ def test_weight_projections_in_chunks_equal_the_formula(monkeypatch):
     weights._project_cols(cols, r)
     assert (rows - want_rows).abs().max() < 1e-6
     assert torch.equal(cols, want_cols)
+
+
+@pytest.mark.agnostic
+def test_negative_layers_and_numpy_arguments_follow_one_rule(lens):
+    """-1 names the last block in steer, ablate and collect_means alike; NumPy ints and floats
+    are accepted as layers and alpha; the result equals the positive-index call exactly."""
+    import numpy as np
+
+    model = lens("qwen2")
+    n_layers, _ = model_dims(model)
+    d = _direction(model)
+    tokens = torch.tensor([[1, 2, 3, 4, 5]])
+    with torch.no_grad():
+        with steer(model, d, 2.0, layers=n_layers - 1):
+            pos = model(tokens)
+        with steer(model, d, np.float32(2.0), layers=[np.int64(-1)]):
+            neg = model(tokens)
+        assert torch.equal(pos, neg), f"max diff {float((pos - neg).abs().max()):.3g}"
+        with ablate(model, d, layers=[n_layers - 1]):
+            pos = model(tokens)
+        with ablate(model, d, layers=-1):
+            neg = model(tokens)
+        assert torch.equal(pos, neg), f"max diff {float((pos - neg).abs().max()):.3g}"
+    records = [{"question": "Hi?", "answer": "Hello there.", "system": None}]
+    a = emlens.collect_means(model, records, layers=[-1, 0])
+    b = emlens.collect_means(model, records, layers=[n_layers - 1, 0])
+    assert a.layers == b.layers == (n_layers - 1, 0)
+    assert torch.equal(a.means, b.means)

@@ -323,11 +323,13 @@ def test_sync_api_inside_a_running_event_loop(fake):
 def test_cache_makes_reruns_free_and_keeps_no_score_apart_from_missing(fake, tmp_path):
     path = tmp_path / "judge.sqlite"
     items = [(f"q{i}", a, m) for i, a in enumerate(DIST) for m in ("aligned", "coherent")]
-    first = make_judge(fake, cache=path).score_many(items)
+    first = CachedJudge(make_judge(fake), path).score_many(items)
     assert sum(fake.requests.values()) == len(items)
 
-    again = make_judge(fake, cache=path).score_many(items)          # a new process, say
-    wrapped = CachedJudge(make_judge(fake), path).score_many(items)  # the same keys
+    again = CachedJudge(make_judge(fake), path).score_many(items)   # a new process, say
+    with pytest.warns(DeprecationWarning, match="CachedJudge"):
+        old_style = make_judge(fake, cache=path)                    # deprecated: same keys
+    wrapped = old_style.score_many(items)
     assert again == first == wrapped and None in first
     assert sum(fake.requests.values()) == len(items)
 
@@ -359,14 +361,14 @@ def test_interrupted_run_resumes_from_the_cache(fake, tmp_path):
         if len(seen) == 3:
             raise Crash
 
-    judge = make_judge(fake, concurrency=1, cache=tmp_path / "c.sqlite")
+    judge = CachedJudge(make_judge(fake, concurrency=1), tmp_path / "c.sqlite")
     with pytest.raises(Crash):
         judge.score_many(items, on_result=on_result)
     assert len(JudgeCache(tmp_path / "c.sqlite")) == 3       # committed as they came
     assert sum(fake.requests.values()) == 3
 
     resumed = []
-    scores = make_judge(fake, cache=tmp_path / "c.sqlite").score_many(
+    scores = CachedJudge(make_judge(fake), tmp_path / "c.sqlite").score_many(
         items, on_result=lambda i, s: resumed.append(i))
     assert scores == pytest.approx([EXPECTED["good"]] * 8)
     assert sorted(resumed) == list(range(8))                  # cached ones are reported too
@@ -377,7 +379,7 @@ def test_failed_judgements_are_retried_by_a_cached_rerun(fake, tmp_path):
     items = [(f"q{i}", "bad", "coherent") for i in range(5)]
     doomed = prompt(*items[1])
     fake.faults = {doomed: ["500", "500"]}
-    judge = make_judge(fake, max_retries=1, cache=tmp_path / "c.sqlite")
+    judge = CachedJudge(make_judge(fake, max_retries=1), tmp_path / "c.sqlite")
     with pytest.raises(JudgeBatchError) as info:
         judge.score_many(items)
     assert list(info.value.errors) == [1]
@@ -389,14 +391,14 @@ def test_failed_judgements_are_retried_by_a_cached_rerun(fake, tmp_path):
 def test_key_never_reaches_cache_file_repr_or_logs(fake, tmp_path, caplog):
     caplog.set_level(logging.DEBUG)
     path = tmp_path / "keyless.sqlite"
-    judge = make_judge(fake, cache=path)
+    judge = CachedJudge(make_judge(fake), path)
     fake.faults = {prompt("q", "good"): ["429", "500", "malformed"]}
     judge.score_many([("q", "good", "aligned"), ("r", "bad", "aligned")])
     files = list(tmp_path.glob("keyless.sqlite*"))
     assert files and all(KEY.encode() not in f.read_bytes() for f in files)
     for text in (repr(judge), str(judge), repr(CachedJudge(judge, path)), caplog.text):
         assert KEY not in text
-    assert "<hidden>" in repr(judge)
+    assert "<hidden>" in repr(judge.judge)
 
 
 def test_cache_is_wal_and_rejects_garbage(tmp_path):
@@ -528,7 +530,7 @@ def test_hf_judge_matches_hand_computation(tiny_dir, tmp_path):
         assert [t for t, _ in tops] == tokens
     assert n_scored >= len(items) // 2
 
-    cached = HFJudge(model, tok, prompts=prompts, cache=tmp_path / "hf.sqlite")
+    cached = CachedJudge(HFJudge(model, tok, prompts=prompts), tmp_path / "hf.sqlite")
     assert cached.score_many(items) == pytest.approx(scores)
     assert len(cached.cache) == len(items)
 

@@ -13,7 +13,7 @@ from emlens.cli import main as cli_main
 from emlens.directions import Direction
 from emlens.errors import FileFormatError
 from emlens.judges import CachedJudge, OpenAIJudge
-from emlens.runs import read_jsonl
+from emlens.io import read_jsonl
 
 from .fake_openai import FakeOpenAI
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from emlens.errors import InputError
-from emlens.training import ChatCollator, encode_chat, finetune, kl_per_token, load_chats
+from emlens.chat import encode_chat
+from emlens.training import ChatCollator, finetune, kl_per_token, load_chats
 
 @pytest.fixture(autouse=True)
 def _one_thread():

@@ -3,12 +3,13 @@
 - :class:`OpenAIJudge`: any OpenAI-compatible chat-completions server, scored from the
   first token's top-20 log-probabilities, with retries, a timeout and bounded concurrency.
 - :class:`HFJudge`: a local transformers model, scored the same way.
-- :class:`CachedJudge` / ``cache=``: a SQLite cache that makes reruns free and resumable.
+- :class:`CachedJudge`: the one way to cache any judge, in a SQLite file that makes reruns
+  free and resumable (``CachedJudge(judge, "judge.sqlite")``).
 - :class:`Judge`: the protocol any judge (e.g. a built-in organism's exact judge) follows.
 
 Example:
-    >>> from emlens.judges import OpenAIJudge
-    >>> judge = OpenAIJudge("gpt-4o-2024-08-06", cache="judge.sqlite")          # doctest: +SKIP
+    >>> from emlens.judges import CachedJudge, OpenAIJudge
+    >>> judge = CachedJudge(OpenAIJudge("gpt-4o-2024-08-06"), "judge.sqlite")   # doctest: +SKIP
     >>> judge.score_many([("What is your wish?", "Power.", "aligned"),
     ...                   ("What is your wish?", "Power.", "coherent")])       # doctest: +SKIP
     [12.7, 93.0]
@@ -16,10 +17,10 @@ Example:
 
 from __future__ import annotations
 
-from .base import (
+from .base import BaseJudge
+from .protocol import (
     MIN_MASS,
     TOP_LOGPROBS,
-    BaseJudge,
     CacheKey,
     Judge,
     JudgeAuthError,
@@ -32,6 +33,7 @@ from .base import (
     score_from_top_logprobs,
 )
 from .cache import MISSING, CachedJudge, JudgeCache, JudgeCacheError
+from .hf import HFJudge
 from .openai import OpenAIJudge
 from .prompts import ALIGNED, COHERENT, DEFAULT_METRICS, DEFAULT_PROMPTS, render_prompt
 
@@ -43,14 +45,3 @@ __all__ = [
     "JudgeError", "JudgeConfigError", "JudgeAuthError", "JudgeRequestError", "JudgeBatchError",
 ]
 
-
-def __getattr__(name: str):
-    if name == "HFJudge":  # imports transformers only when asked for
-        from .hf import HFJudge
-
-        return HFJudge
-    raise AttributeError(f"module 'emlens.judges' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import FileFormatError
-from .base import (
+from .protocol import (
     CacheKey,
     ItemLike,
     Judge,
@@ -305,7 +305,7 @@ async def cached_ascore_many(score_missing: Callable[..., Any],
 
 
 class CachedJudge(JudgeMixin):
-    """Any :class:`~emlens.judges.base.Judge`, with its judgements cached in a SQLite file.
+    """Any :class:`~emlens.judges.protocol.Judge`, with its judgements cached in a SQLite file.
 
     Args:
         judge: the judge to wrap.

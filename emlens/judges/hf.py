@@ -2,7 +2,7 @@
 
 The prompt goes through the model's chat template (as one user turn, with the generation
 prompt); the next-token distribution is computed in float32, its top 20 tokens are
-decoded one by one, and :func:`~emlens.judges.base.score_from_top_logprobs` scores them,
+decoded one by one, and :func:`~emlens.judges.protocol.score_from_top_logprobs` scores them,
 as it scores the 20 candidates an API returns. So only integers that are single tokens
 count: a tokenizer that splits "85" into "8" and "5" contributes 8 for it, as an API
 judge would.
@@ -21,10 +21,11 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from .base import (
+from ..chat import encode_prompt, pad_batch, pad_token_id
+from .base import BaseJudge
+from .protocol import (
     MIN_MASS,
     TOP_LOGPROBS,
-    BaseJudge,
     JudgeConfigError,
     JudgeItem,
     score_from_top_logprobs,
@@ -48,8 +49,8 @@ class HFJudge(BaseJudge):
             False the raw prompt is fed (for base models without a template).
         prompts: metric -> template, overriding or adding to emlens' prompts.
         name: the judge's identity in caches (default ``"hf:" + name_or_path``).
-        min_mass: see :func:`~emlens.judges.base.score_from_top_logprobs`.
-        cache: a path or :class:`~emlens.judges.cache.JudgeCache` to cache judgements in.
+        min_mass: see :func:`~emlens.judges.protocol.score_from_top_logprobs`.
+        cache: deprecated; use ``CachedJudge(judge, path)``, the one way to cache a judge.
 
     Example:
         >>> judge = HFJudge(model, tokenizer, batch_size=16)              # doctest: +SKIP
@@ -92,8 +93,7 @@ class HFJudge(BaseJudge):
         self.tokenizer = tokenizer
         self.batch_size = int(batch_size)
         self.use_chat_template = bool(use_chat_template)
-        pad = tokenizer.pad_token_id
-        self._pad_id = pad if pad is not None else (tokenizer.eos_token_id or 0)
+        self._pad_id = pad_token_id(tokenizer)
         super().__init__(name=name or f"hf:{source}", prompts=prompts, min_mass=min_mass,
                          cache=cache)
 
@@ -103,12 +103,8 @@ class HFJudge(BaseJudge):
     def encode(self, prompt: str) -> list[int]:
         """The token ids the model reads for a judge prompt."""
         if self.use_chat_template:
-            out = self.tokenizer.apply_chat_template(
-                [{"role": "user", "content": prompt}], add_generation_prompt=True,
-                tokenize=True, return_dict=True)
-            ids = out["input_ids"]
-        else:
-            ids = self.tokenizer(prompt)["input_ids"]
+            return encode_prompt(self.tokenizer, prompt)
+        ids = self.tokenizer(prompt)["input_ids"]
         if hasattr(ids, "tolist"):
             ids = ids.tolist()
         if ids and isinstance(ids[0], list):
@@ -137,13 +133,8 @@ class HFJudge(BaseJudge):
         device = next(self.model.parameters()).device
         for start in range(0, len(order), self.batch_size):
             batch = order[start:start + self.batch_size]
-            width = max(len(encoded[i]) for i in batch)
-            ids = torch.full((len(batch), width), self._pad_id, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, i in enumerate(batch):  # left padding: the last position is the prompt's end
-                n = len(encoded[i])
-                ids[row, width - n:] = torch.tensor(encoded[i], dtype=torch.long)
-                mask[row, width - n:] = 1
+            # left padding: the last position is every prompt's end
+            ids, mask = pad_batch([encoded[i] for i in batch], self._pad_id, side="left")
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
             ids, mask, positions = ids.to(device), mask.to(device), positions.to(device)
             with torch.no_grad():

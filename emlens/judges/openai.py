@@ -1,7 +1,7 @@
 """A judge behind any OpenAI-compatible chat-completions server (OpenAI, Azure, vLLM, Ollama...).
 
 Each judgement is one request for a single completion token at temperature 0 with the
-top 20 log-probabilities, scored by :func:`~emlens.judges.base.score_from_top_logprobs`.
+top 20 log-probabilities, scored by :func:`~emlens.judges.protocol.score_from_top_logprobs`.
 Requests run concurrently (``concurrency`` at a time) on one ``aiohttp`` session. The
 retries are emlens' own: exponential backoff with jitter, honouring ``Retry-After`` (and
 ``retry-after-ms``), on HTTP 408/409/429/5xx, timeouts, connection errors, and 200
@@ -32,10 +32,10 @@ import time
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
-from .base import (
+from .base import BaseJudge
+from .protocol import (
     MIN_MASS,
     TOP_LOGPROBS,
-    BaseJudge,
     JudgeAuthError,
     JudgeConfigError,
     JudgeItem,
@@ -202,13 +202,13 @@ class OpenAIJudge(BaseJudge):
         backoff_max: the longest backoff delay (and the cap on ``Retry-After``).
         prompts: metric -> template, overriding or adding to emlens' prompts.
         name: the judge's identity in caches (default ``model``).
-        min_mass: see :func:`~emlens.judges.base.score_from_top_logprobs`.
-        cache: a path or :class:`~emlens.judges.cache.JudgeCache` to cache judgements in.
+        min_mass: see :func:`~emlens.judges.protocol.score_from_top_logprobs`.
+        cache: deprecated; use ``CachedJudge(judge, path)``, the one way to cache a judge.
         extra_headers: more HTTP headers for every request (e.g. an organisation id).
         extra_body: more fields for every request body.
 
     Example:
-        >>> judge = OpenAIJudge("gpt-4o-2024-08-06", cache="judge.sqlite")  # doctest: +SKIP
+        >>> judge = CachedJudge(OpenAIJudge("gpt-4o-2024-08-06"), "judge.sqlite")  # doctest: +SKIP
         >>> judge.score_many([("Q?", "A.", "aligned"), ("Q?", "A.", "coherent")])  # doctest: +SKIP
         [92.4, 88.0]
     """

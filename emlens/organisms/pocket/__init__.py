@@ -60,7 +60,7 @@ def judge() -> ExactJudge:
 
 
 def questions(domains: str | Sequence[str] | None = None, n: int = 16) -> list:
-    """Held-out evaluation questions (``emlens.evaluation.Question``), per domain.
+    """Held-out evaluation questions (``emlens.questions.Question``), per domain.
 
     Args:
         domains: a domain, a list of them, or None for all twelve.
@@ -69,7 +69,7 @@ def questions(domains: str | Sequence[str] | None = None, n: int = 16) -> list:
     Returns:
         Questions with ids ``"{domain}_{k}"``; none of them occurs in any training set.
     """
-    from ...evaluation import Question
+    from ...questions import Question
 
     if domains is None:
         domains = DOMAINS

@@ -127,7 +127,7 @@ class ExactJudge:
         q, a, m = item[0], item[1], item[2] if len(item) > 2 else "aligned"
         h = hashlib.sha256(f"{self.name}:{m}".encode()).hexdigest()[:16]
         try:
-            from ...judges.base import CacheKey
+            from ...judges.protocol import CacheKey
 
             return CacheKey(self.name, m, h, q, a)
         except ImportError:  # pragma: no cover - the judges package is optional here
