@@ -231,31 +231,118 @@ def _hook_snapshot(bridge):
     return registry, aliases
 
 
-def test_fast_hook_scan_equals_transformer_lens_scan(tiny_dir, monkeypatch):
-    """emlens._compat's hook scan finds the same hooks, in the same order, with the same
-    names as TransformerLens' own scan, on every architecture."""
-    from transformer_lens.model_bridge import TransformerBridge
-
+def test_speed_shims_installed():
+    """The speed shims of emlens._compat match this transformer-lens (else they stay off)."""
     from emlens import _compat
 
     _compat.patch_transformer_lens()
-    assert getattr(TransformerBridge._scan_existing_hooks, "_emlens_fast_scan", False), (
-        "the fast hook scan is not installed: this transformer-lens changed "
-        "_scan_existing_hooks; check emlens/_compat.py against it and update "
-        "_SCAN_SOURCE_SHA256")
-    for arch in ARCHITECTURES:
-        fast = _hook_snapshot(emlens.load_model(tiny_dir(arch), device="cpu"))
-        monkeypatch.setattr(_compat, "_patch_hook_scan", lambda: None)
-        _compat.unpatch_hook_scan()
+    off = [name for name, on in _compat.speed_shims_installed().items() if not on]
+    assert not off, (f"speed shims not installed: {off}. This transformer-lens changed those "
+                     f"methods; check emlens/_compat.py against them and update the sha256")
+
+
+def _without_speed_shims(monkeypatch):
+    """Uninstall the speed shims and keep load_model from installing them again."""
+    from emlens import _compat
+
+    _compat.unpatch_speed_shims()
+    monkeypatch.setattr(_compat, "_speed_shims", lambda: ())
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_fast_hook_scan_equals_transformer_lens_scan(tiny_dir, monkeypatch, arch):
+    """emlens._compat's hook scan finds the same hooks, in the same order, with the same
+    names as TransformerLens' own scan."""
+    from emlens import _compat
+
+    fast = _hook_snapshot(emlens.load_model(tiny_dir(arch), device="cpu"))
+    real_shims = _compat._speed_shims
+    _without_speed_shims(monkeypatch)
+    try:
+        slow = _hook_snapshot(emlens.load_model(tiny_dir(arch), device="cpu"))
+    finally:
+        monkeypatch.setattr(_compat, "_speed_shims", real_shims)
+        _compat.patch_transformer_lens()
+    for what, a, b in (("registry", fast[0], slow[0]), ("hook_dict", fast[1], slow[1])):
+        diff = [(x, y) for x, y in zip(a, b) if x != y]
+        assert a == b, (f"{arch} {what}: {len(a)} vs {len(b)} entries; first differences "
+                        f"(emlens, TL): {diff[:3]}")
+
+
+def _run_everything(model):
+    """Logits, every hook's activation, a hook edit on a norm, and a steered generation."""
+    ids = chat_ids(model.tokenizer)
+    with torch.no_grad():
+        logits, cache = model.run_with_cache(ids)
+        edit = "blocks.0.ln1.hook_normalized"
+        with model.hooks(fwd_hooks=[(edit, lambda act, hook: act * 0.5)]):
+            edited = model(ids)
+        vec = torch.randn(model.cfg.d_model, generator=torch.Generator().manual_seed(0))
+        with emlens.steer(model, vec, 3.0, layers=1):
+            gen = model.original_model.generate(
+                input_ids=ids[:, :6], attention_mask=torch.ones_like(ids[:, :6]),
+                max_new_tokens=6, do_sample=False, pad_token_id=0)
+    return logits, dict(cache.items()), edited, gen
+
+
+@pytest.mark.filterwarnings("ignore:A forward hook edited hook_scale")
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_speed_shims_change_no_number(tiny_dir, monkeypatch, arch):
+    """With and without the speed shims: bit-identical logits, caches (hook_scale and
+    hook_normalized included: they still fire when hooked), norm edits and generations."""
+    from emlens import _compat
+
+    model = emlens.load_model(tiny_dir(arch), device="cpu")
+    with_shims = _run_everything(model)
+    real_shims = _compat._speed_shims
+    _without_speed_shims(monkeypatch)
+    try:
+        without = _run_everything(model)
+    finally:
+        monkeypatch.setattr(_compat, "_speed_shims", real_shims)
+        _compat.patch_transformer_lens()
+    logits, cache, edited, gen = with_shims
+    assert torch.equal(logits, without[0]), "logits differ with the speed shims"
+    assert cache.keys() == without[1].keys(), set(cache) ^ set(without[1])
+    assert any(k.endswith("hook_normalized") for k in cache) and \
+        any(k.endswith("hook_scale") for k in cache)
+    bad = [k for k in cache if not torch.equal(cache[k], without[1][k])]
+    assert not bad, f"activations differ with the speed shims at {bad[:5]}"
+    assert torch.equal(edited, without[2]), "a hook_normalized edit acts differently"
+    assert not torch.equal(edited, logits), "the hook_normalized edit did nothing"
+    assert torch.equal(gen, without[3]), "steered generation differs with the speed shims"
+
+
+def test_offloaded_module_still_aligned(tiny_dir, monkeypatch):
+    """A wrapped module with an accelerate hook (``_hf_hook``) still goes through
+    align_module_device; the others skip it."""
+    import contextlib
+
+    from transformer_lens.model_bridge.generalized_components import base
+
+    model = emlens.load_model(tiny_dir("llama"), device="cpu")
+    seen: list[object] = []
+    real = base.align_module_device
+
+    @contextlib.contextmanager
+    def spy(module, *a, **k):
+        seen.append(module)
+        with real(module, *a, **k):
+            yield
+
+    monkeypatch.setattr(base, "align_module_device", spy)
+    target = model.blocks[1].mlp.original_component
+    ids = chat_ids(model.tokenizer)
+    with torch.no_grad():
+        ref = model(ids)
+        assert seen == []
+        target.__dict__["_hf_hook"] = None  # present, not an offload hook: a no-op align
         try:
-            slow = _hook_snapshot(emlens.load_model(tiny_dir(arch), device="cpu"))
+            out = model(ids)
         finally:
-            monkeypatch.undo()
-            _compat.patch_transformer_lens()
-        for what, a, b in (("registry", fast[0], slow[0]), ("hook_dict", fast[1], slow[1])):
-            diff = [(x, y) for x, y in zip(a, b) if x != y]
-            assert a == b, f"{arch} {what}: {len(a)} vs {len(b)} entries; first differences " \
-                           f"(fast, TL): {diff[:3]}"
+            del target.__dict__["_hf_hook"]
+    assert seen == [target]
+    assert torch.equal(out, ref)
 
 
 def _zero_b_lora(base, tmp_path):
