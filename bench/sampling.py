@@ -32,6 +32,7 @@ warnings.filterwarnings("ignore")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
+from _smollm2 import smollm2_or_none  # noqa: E402
 from transformers import AutoModelForCausalLM  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
@@ -40,8 +41,6 @@ from emlens.chat import encode_prompt, pad_batch  # noqa: E402
 from emlens.directions import Direction  # noqa: E402
 from emlens.sampling import end_of_turn_ids  # noqa: E402
 from emlens.testing import build_tiny_model  # noqa: E402
-
-from _smollm2 import smollm2_or_none  # noqa: E402
 
 hf_logging.disable_progress_bar()
 TARGET = 0.9

@@ -726,17 +726,18 @@ def _boot_bridge(hf_model, tok, boot_name: str, device_str: str, dtype_t: torch.
     """Wrap ``hf_model`` in a TransformerBridge, checked against HF where it could differ."""
     from transformer_lens.model_bridge import TransformerBridge
 
-    from ._compat import patch_transformer_lens
+    from ._compat import fast_boot_copies, patch_transformer_lens
 
     patch_transformer_lens()
     if probe_reason:
         log.debug("parity probe for %s: %s", boot_name, probe_reason)
         probe, reference = _reference_logits(hf_model)
     try:
-        bridge = TransformerBridge.boot_transformers(
-            boot_name, hf_model=hf_model, tokenizer=tok,
-            device=None if device_str == "auto" else device_str, dtype=dtype_t,
-            trust_remote_code=trust_remote_code)
+        with fast_boot_copies():
+            bridge = TransformerBridge.boot_transformers(
+                boot_name, hf_model=hf_model, tokenizer=tok,
+                device=None if device_str == "auto" else device_str, dtype=dtype_t,
+                trust_remote_code=trust_remote_code)
     except (ValueError, KeyError, AttributeError, RuntimeError) as e:
         raise UnsupportedModelError(f"TransformerLens could not wrap {boot_name!r}: {e}") from None
     # The bridge stamps its wrappers with the HF model's mode, which is eval here; a

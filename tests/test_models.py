@@ -247,6 +247,7 @@ def _without_speed_shims(monkeypatch):
 
     _compat.unpatch_speed_shims()
     monkeypatch.setattr(_compat, "_speed_shims", lambda: ())
+    monkeypatch.setattr(_compat, "_FAST_COPIES_DISABLED", True)
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)
@@ -262,11 +263,49 @@ def test_fast_hook_scan_equals_transformer_lens_scan(tiny_dir, monkeypatch, arch
         slow = _hook_snapshot(emlens.load_model(tiny_dir(arch), device="cpu"))
     finally:
         monkeypatch.setattr(_compat, "_speed_shims", real_shims)
+        monkeypatch.setattr(_compat, "_FAST_COPIES_DISABLED", False)
         _compat.patch_transformer_lens()
     for what, a, b in (("registry", fast[0], slow[0]), ("hook_dict", fast[1], slow[1])):
         diff = [(x, y) for x, y in zip(a, b) if x != y]
         assert a == b, (f"{arch} {what}: {len(a)} vs {len(b)} entries; first differences "
                         f"(emlens, TL): {diff[:3]}")
+
+
+def test_fast_ordered_dict_copy_is_deepcopy():
+    """fast_boot_copies' OrderedDict copier gives what copy.deepcopy gives: same contents,
+    attributes, shared and self references; the dispatch table is restored after."""
+    import collections
+    import copy
+
+    from emlens import _compat
+
+    shared = [1, [2]]
+    inner = collections.OrderedDict(a=shared, b=torch.ones(2))
+    inner.note = {"x": shared}  # an instance attribute, as a subclass-free OrderedDict may have
+    outer = collections.OrderedDict(inner=inner, again=inner, shared=shared)
+    outer["self"] = outer
+
+    class Sub(collections.OrderedDict):
+        pass
+
+    tree = {"outer": outer, "sub": Sub(z=shared), "empty": collections.OrderedDict()}
+
+    def describe(t):
+        o = t["outer"]
+        return (list(o), list(o["inner"]), o["inner"].note, o["again"] is o["inner"],
+                o["self"] is o, o["shared"] is o["inner"]["a"] is o["inner"].note["x"],
+                t["sub"]["z"] is o["shared"], type(t["sub"]), type(t["empty"]),
+                o["inner"]["b"].tolist())
+
+    expected = copy.deepcopy(tree)
+    with _compat.fast_boot_copies():
+        assert copy._deepcopy_dispatch.get(collections.OrderedDict) is \
+            _compat._deepcopy_ordered_dict
+        fast = copy.deepcopy(tree)
+    assert collections.OrderedDict not in copy._deepcopy_dispatch
+    assert describe(fast) == describe(expected)
+    assert fast["outer"] is not outer and fast["outer"]["inner"] is not inner
+    assert fast["outer"]["shared"] is not shared
 
 
 def _run_everything(model):
@@ -298,9 +337,17 @@ def test_speed_shims_change_no_number(tiny_dir, monkeypatch, arch):
     _without_speed_shims(monkeypatch)
     try:
         without = _run_everything(model)
+        plain_boot = _run_everything(emlens.load_model(tiny_dir(arch), device="cpu"))
     finally:
         monkeypatch.setattr(_compat, "_speed_shims", real_shims)
+        monkeypatch.setattr(_compat, "_FAST_COPIES_DISABLED", False)
         _compat.patch_transformer_lens()
+    # A bridge built without any shim computes the same numbers too.
+    for a, b in zip(without, plain_boot):
+        if isinstance(a, dict):
+            assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+        else:
+            assert torch.equal(a, b)
     logits, cache, edited, gen = with_shims
     assert torch.equal(logits, without[0]), "logits differ with the speed shims"
     assert cache.keys() == without[1].keys(), set(cache) ^ set(without[1])
