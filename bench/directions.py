@@ -174,7 +174,8 @@ def flop_limit(hf) -> float:
     return (blocks + emb) / blocks
 
 
-def throughput(path: Path, n_records: int, batch_size: int, chunks: int) -> dict:
+def throughput(path: Path, n_records: int, batch_size: int, chunks: int,
+               also_unshimmed: bool = False) -> dict:
     tok = AutoTokenizer.from_pretrained(path)
     records = make_records(tok, n_records)
     hf = AutoModelForCausalLM.from_pretrained(path, attn_implementation="eager").eval()
@@ -188,15 +189,25 @@ def throughput(path: Path, n_records: int, batch_size: int, chunks: int) -> dict
     # ratio is the summed wall time; the median per-chunk ratio and CPU time are kept too.
     ours, theirs, cpu_ours, cpu_theirs = [], [], 0.0, 0.0
     blocks, cpu_blocks = [], 0.0
+    unshimmed, cpu_unshimmed = [], 0.0
+    from emlens import _compat
     sums_ours, sums_ref, n_tokens, n_answer = 0.0, 0.0, 0, 0
     chunks = max(1, min(chunks, n_records // (2 * batch_size)))  # >= 2 batches a chunk
     size = -(-n_records // chunks)
     for k, start in enumerate(range(0, n_records, size)):
         part = records[start:start + size]
-        methods = ["emlens", "plain", "blocks"]
-        for method in methods[k % 3:] + methods[:k % 3]:
+        methods = ["emlens", "plain", "blocks"] + (["unshimmed"] if also_unshimmed else [])
+        for method in methods[k % len(methods):] + methods[:k % len(methods)]:
             t, c = time.perf_counter(), time.process_time()
-            if method == "blocks":
+            if method == "unshimmed":
+                _compat.unpatch_speed_shims()
+                try:
+                    emlens.collect_means(model, part, batch_size=batch_size, progress=False)
+                finally:
+                    _compat.patch_transformer_lens()
+                unshimmed.append(time.perf_counter() - t)
+                cpu_unshimmed += time.process_time() - c
+            elif method == "blocks":
                 plain_blocks_only(hf, tok, part, batch_size)
                 blocks.append(time.perf_counter() - t)
                 cpu_blocks += time.process_time() - c
@@ -235,6 +246,8 @@ def throughput(path: Path, n_records: int, batch_size: int, chunks: int) -> dict
         "fraction_of_limit": sum(blocks) / sum(ours),
         "cpu_time_fraction_of_limit": cpu_blocks / cpu_ours,
         "flop_limit": flop_limit(hf),
+        "unshimmed_ratio": sum(theirs) / sum(unshimmed) if unshimmed else None,
+        "cpu_time_unshimmed_ratio": cpu_theirs / cpu_unshimmed if unshimmed else None,
         "max_abs_diff": float((ours_mean - ref_mean).abs().max()),
         "max_abs_value": float(ref_mean.abs().max()),
     }
@@ -300,6 +313,8 @@ def main() -> None:
                    help="the methods alternate over this many chunks of the records")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "directions.json")
     p.add_argument("--no-smollm2", action="store_true", help="skip the SmolLM2 run")
+    p.add_argument("--also-unshimmed", action="store_true",
+                   help="also time collect_means without emlens._compat's speed shims")
     p.add_argument("--smollm2-records", type=int, default=None,
                    help="records for the SmolLM2 throughput run (default 64; 32 with --quick)")
     args = p.parse_args()
@@ -312,7 +327,7 @@ def main() -> None:
         path = build_tiny_model("qwen2", Path(tmp) / "qwen2-bench", seed=0, **SHAPE)
         print(f"model {SHAPE}, torch threads {torch.get_num_threads()}", flush=True)
         print(f"throughput: {n_records} records, batch size {args.batch_size}", flush=True)
-        tp = throughput(path, n_records, args.batch_size, args.chunks)
+        tp = throughput(path, n_records, args.batch_size, args.chunks, args.also_unshimmed)
         print(f"memory: {sizes[0]} vs {sizes[1]} records, layer 0, batch size {args.batch_size}",
               flush=True)
         mem = memory(path, sizes, args.batch_size, args.threads)
@@ -322,7 +337,8 @@ def main() -> None:
         n_smol = args.smollm2_records or (32 if args.quick else 64)
         print(f"SmolLM2-135M-Instruct throughput: {n_smol} records, batch size "
               f"{args.batch_size}", flush=True)
-        smol = throughput(smol_path, n_smol, args.batch_size, max(3, n_smol // 16))
+        smol = throughput(smol_path, n_smol, args.batch_size, max(4, n_smol // 16),
+                          args.also_unshimmed)
     result = {
         "benchmark": "directions", "quick": args.quick, "model": SHAPE,
         "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
@@ -352,6 +368,9 @@ def main() -> None:
               f"ceiling (CPU time {smol['cpu_time_fraction_of_limit']:.3f}; target >= "
               f"{TARGET_FRACTION_OF_LIMIT}), {smol['ratio'] / smol['flop_limit']:.3f} of the FLOP "
               f"estimate; max |diff| of the means {smol['max_abs_diff']:.1e}")
+        if smol["unshimmed_ratio"] is not None:
+            print(f"  without emlens._compat's speed shims: ratio {smol['unshimmed_ratio']:.3f} "
+                  f"(CPU time {smol['cpu_time_unshimmed_ratio']:.3f})")
     print(f"peak memory {sizes[0]} -> {sizes[1]} records: growth {mem['growth'] * 100:+.1f}% "
           f"(target <= {TARGET_GROWTH * 100:.0f}%); including model loading "
           f"{mem['growth_incl_load'] * 100:+.1f}%")

@@ -12,7 +12,8 @@ Models: a random Qwen2-shaped model (d 512, 8 layers, vocab 32768; batch 16, 64 
 and, when available, SmolLM2-135M-Instruct (30 layers, d 576; batch 8, 32 tokens; see
 bench/_smollm2.py). Target: steered >= 0.9x plain on SmolLM2.
 
-    python bench/sampling.py [--quick] [--reps 5]   # writes bench/results/sampling.json
+    python bench/sampling.py [--quick] [--reps 5] [--also-unshimmed]
+                                                # writes bench/results/sampling.json
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ hf_logging.disable_progress_bar()
 TARGET = 0.9
 
 
-def measure(name: str, path: Path, batch: int, new_tokens: int, reps: int) -> dict:
+def measure(name: str, path: Path, batch: int, new_tokens: int, reps: int,
+            also_unshimmed: bool = False) -> dict:
     model = emlens.load_model(path, device="cpu")
     plain = AutoModelForCausalLM.from_pretrained(path, attn_implementation="eager").eval()
     tok = model.tokenizer
@@ -89,6 +91,17 @@ def measure(name: str, path: Path, batch: int, new_tokens: int, reps: int) -> di
 
     runs = {"plain": run_plain, "emlens": lambda: run_emlens(False),
             "emlens_steered": lambda: run_emlens(True)}
+    if also_unshimmed:
+        from emlens import _compat
+
+        def unshimmed():
+            _compat.unpatch_speed_shims()
+            try:
+                return run_emlens(True)
+            finally:
+                _compat.patch_transformer_lens()
+
+        runs["emlens_steered_unshimmed"] = unshimmed
     for f in runs.values():  # warm-up
         f()
     wall: dict[str, list[float]] = {k: [] for k in runs}
@@ -115,10 +128,17 @@ def measure(name: str, path: Path, batch: int, new_tokens: int, reps: int) -> di
            "cpu_ratio_unsteered": med_cpu["plain"] / med_cpu["emlens"],
            "cpu_ratio_steered": med_cpu["plain"] / med_cpu["emlens_steered"],
            "wall_s": wall, "cpu_s": cpu}
+    if also_unshimmed:
+        res["ratio_steered_unshimmed"] = med["plain"] / med["emlens_steered_unshimmed"]
+        res["cpu_ratio_steered_unshimmed"] = \
+            med_cpu["plain"] / med_cpu["emlens_steered_unshimmed"]
     print(f"{name:<10} {n_layers:2d} layers d {d_model}, batch {batch} x {new_tokens} tokens: "
           f"plain {res['plain_tokens_per_s']:6.1f} tok/s; emlens {res['ratio_unsteered']:.3f}x "
           f"(CPU {res['cpu_ratio_unsteered']:.3f}x), steered {res['ratio_steered']:.3f}x "
-          f"(CPU {res['cpu_ratio_steered']:.3f}x)", flush=True)
+          f"(CPU {res['cpu_ratio_steered']:.3f}x)" + (
+              f"; steered without emlens._compat's speed shims "
+              f"{res['ratio_steered_unshimmed']:.3f}x (CPU {res['cpu_ratio_steered_unshimmed']:.3f}x)"
+              if also_unshimmed else ""), flush=True)
     return res
 
 
@@ -129,6 +149,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (1 is stable on a shared box)")
     ap.add_argument("--no-smollm2", action="store_true")
+    ap.add_argument("--also-unshimmed", action="store_true",
+                    help="also time steered sampling without emlens._compat's speed shims")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     reps = args.reps or (2 if args.quick else 5)
@@ -138,10 +160,10 @@ def main() -> None:
                             d_mlp=4 * d_model, vocab_size=32768)
     print(f"torch threads {torch.get_num_threads()}, load average "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
-    results = [measure("tiny-qwen2", path, batch, new_tokens, reps)]
+    results = [measure("tiny-qwen2", path, batch, new_tokens, reps, args.also_unshimmed)]
     smol = None if args.no_smollm2 else smollm2_or_none()
     if smol is not None:
-        results.append(measure("SmolLM2", smol, 8, 32, reps))
+        results.append(measure("SmolLM2", smol, 8, 32, reps, args.also_unshimmed))
         r = results[-1]
         print(f"SmolLM2 steered ratio {r['ratio_steered']:.3f} (target >= {TARGET}): "
               f"{'met' if r['ratio_steered'] >= TARGET else 'MISSED'}")

@@ -742,7 +742,7 @@ def _boot_bridge(hf_model, tok, boot_name: str, device_str: str, dtype_t: torch.
         raise UnsupportedModelError(f"TransformerLens could not wrap {boot_name!r}: {e}") from None
     # The bridge stamps its wrappers with the HF model's mode, which is eval here; a
     # second recursive eval() costs ~50 ms on a 30-layer model, so only where needed.
-    if bridge.training or any(m.training for m in bridge.modules()):
+    if any(m.training for root in (bridge, bridge.original_model) for m in root.modules()):
         bridge.eval()
     if probe_reason:
         _check_parity(bridge, probe, reference, live)

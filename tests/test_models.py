@@ -404,6 +404,16 @@ def _zero_b_lora(base, tmp_path):
     return pm, tmp_path / "zero-b"
 
 
+def test_loaded_model_is_in_eval_mode_throughout(tiny_dir, tiny_adapter):
+    """No module left in training mode (dropout at inference), live LoRA included."""
+    for model in (emlens.load_model(tiny_dir("gemma2"), device="cpu"),
+                  emlens.load_model(tiny_dir("qwen2"), adapter=tiny_adapter("qwen2", "rank1"),
+                                    merge=False, device="cpu")):
+        training = [n for root in (model, model.original_model)
+                    for n, m in root.named_modules() if m.training]
+        assert not training, f"modules in training mode: {training[:5]}"
+
+
 def test_bypassed_live_lora_is_refused_even_when_it_does_nothing_yet(tiny_dir, tmp_path):
     base = tiny_dir("gpt2")
     pm, adapter_dir = _zero_b_lora(base, tmp_path)
