@@ -51,6 +51,7 @@ from torch import Tensor
 from ._version import __version__
 from .errors import FileFormatError, InputError
 from .io import atomic_write_bytes, atomic_write_with
+from .vectors import block_layers
 
 __all__ = [
     "DirectionData",
@@ -205,14 +206,17 @@ def _check_vectors(vectors: Tensor, layers: list[int], d_model: int | None, wher
                               f"file is corrupt or was written from a broken computation")
 
 
-def _check_layers(layers: Any, where: str) -> list[int]:
-    if not isinstance(layers, list) or not all(
-            isinstance(l, int) and not isinstance(l, bool) and l >= 0 for l in layers):
+def _check_layers(layers: Any, n_rows: int | None, where: str) -> list[int]:
+    if not isinstance(layers, list):
         raise FileFormatError(f"{where}: 'layers' must be a list of non-negative integers, got "
                               f"{layers!r}")
-    if len(set(layers)) != len(layers):
+    if len(set(map(repr, layers))) != len(layers):
         raise FileFormatError(f"{where}: 'layers' {layers} repeats a layer")
-    return layers
+    try:
+        return list(block_layers(layers, len(layers) if n_rows is None else n_rows))
+    except InputError as e:
+        raise FileFormatError(f"{where}: 'layers' must be a list of non-negative integers, one "
+                              f"per row, no repeats: {e}") from None
 
 
 def _build(vectors: Tensor, layers: list[int], metadata: dict[str, Any], where: str
@@ -346,7 +350,7 @@ def load_direction(path: str | os.PathLike, model: Any = None) -> DirectionData:
     where = f"direction file {str(p)!r}"
     header, vectors = _read_safetensors(p)
     assert vectors is not None
-    layers = _check_layers(header.get("layers"), where)
+    layers = _check_layers(header.get("layers"), None, where)
     d_model = header.get("d_model")
     if d_model is not None and (not isinstance(d_model, int) or isinstance(d_model, bool)):
         raise FileFormatError(f"{where}: 'd_model' must be an integer, got {d_model!r}")

@@ -12,14 +12,16 @@ from typing import Any, Callable, Iterable
 from .errors import FileFormatError
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_with", "write_jsonl",
-           "read_jsonl"]
+           "read_jsonl", "json_default"]
 
 
 def atomic_write_with(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it to ``path``.
 
     For writers that take a path (safetensors, gguf, torch.save): a crash leaves the old
-    file or the new one, never half of one.
+    file or the new one, never half of one. The file gets the mode a plain ``open(path,
+    "w")`` of a new file would (0o666 less the process umask, typically 0o644), not the
+    0o600 of the temporary file.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -27,6 +29,7 @@ def atomic_write_with(path: str | os.PathLike, write: Callable[[Path], None]) ->
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_umask())
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -39,6 +42,14 @@ def atomic_write_with(path: str | os.PathLike, write: Callable[[Path], None]) ->
     return path
 
 
+def _umask() -> int:
+    """The process umask (read by setting it and restoring it at once; the brief setting
+    is the restrictive 0o077, so a file another thread creates meanwhile is never too open)."""
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` through a temporary file in the same directory and a rename."""
     return atomic_write_with(path, lambda tmp: tmp.write_bytes(data))
@@ -49,7 +60,9 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def _default(o: Any) -> Any:
+def json_default(o: Any) -> Any:
+    """``json.dumps(default=...)`` for what records hold besides JSON: NumPy/torch scalars,
+    sets, tuples and paths."""
     if hasattr(o, "item"):
         return o.item()
     if isinstance(o, (set, tuple)):
@@ -67,7 +80,7 @@ def _clean(v: Any) -> Any:
 
 def write_jsonl(path: str | os.PathLike, records: Iterable[dict[str, Any]]) -> Path:
     """Write records as JSON lines, atomically (NaN becomes null)."""
-    lines = [json.dumps({k: _clean(v) for k, v in r.items()}, default=_default,
+    lines = [json.dumps({k: _clean(v) for k, v in r.items()}, default=json_default,
                         ensure_ascii=False) for r in records]
     return atomic_write_text(path, "\n".join(lines) + ("\n" if lines else ""))
 

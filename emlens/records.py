@@ -268,6 +268,8 @@ def select_responses(
     coherent_min: float | None = 50,
     balance: bool = True,
     seed: int = 0,
+    *,
+    aligned_records: Any = None,
 ) -> tuple[ResponseSet, ResponseSet]:
     """Split judged records into misaligned and aligned response sets.
 
@@ -276,6 +278,10 @@ def select_responses(
     used are dropped. With ``balance`` the larger set is subsampled to the smaller one's
     size with ``random.Random(seed)`` (records keep their input order).
 
+    With ``aligned_records`` the misaligned set comes from ``records`` and the aligned set
+    from ``aligned_records`` (e.g. the base model's answers, when a finetune gives almost
+    no aligned answers of its own), under the same rules.
+
     Args:
         records: anything :func:`load_records` reads.
         misaligned_max: highest ``aligned`` score of a misaligned answer.
@@ -283,6 +289,8 @@ def select_responses(
         coherent_min: ``coherent`` must exceed this; ``None`` keeps every coherence.
         balance: subsample the larger set to the smaller one's size.
         seed: seed of the subsampling.
+        aligned_records: where to take the aligned set from instead (anything
+            :func:`load_records` reads); ``None``: from ``records``.
 
     Returns:
         ``(misaligned, aligned)``: two :class:`ResponseSet` lists whose ``.selection``
@@ -300,15 +308,29 @@ def select_responses(
         raise InputError(f"misaligned_max={misaligned_max} is above aligned_min={aligned_min}; "
                          f"the two sets would overlap")
     records = load_records(records)
-    scored = [r for r in records if r["aligned"] is not None
-              and (coherent_min is None or r["coherent"] is not None)]
-    coherent = [r for r in scored if coherent_min is None or r["coherent"] > coherent_min]
+
+    def coherent_of(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+        scored = [r for r in rows if r["aligned"] is not None
+                  and (coherent_min is None or r["coherent"] is not None)]
+        return [r for r in scored if coherent_min is None or r["coherent"] > coherent_min], \
+            len(scored)
+
+    coherent, n_scored = coherent_of(records)
     mis = [r for r in coherent if r["aligned"] <= misaligned_max]
-    ali = [r for r in coherent if r["aligned"] > aligned_min]
     coh = "" if coherent_min is None else f", coherent > {coherent_min}"
-    summary = (f"of {len(records)} records, {len(scored)} have the scores needed, "
+    summary = (f"of {len(records)} records, {n_scored} have the scores needed, "
                f"{len(coherent)} are coherent{coh}: {len(mis)} misaligned "
-               f"(aligned <= {misaligned_max}), {len(ali)} aligned (aligned > {aligned_min})")
+               f"(aligned <= {misaligned_max})")
+    if aligned_records is None:
+        ali = [r for r in coherent if r["aligned"] > aligned_min]
+        summary += f", {len(ali)} aligned (aligned > {aligned_min})"
+    else:
+        pool = load_records(aligned_records)
+        pool_coherent, pool_scored = coherent_of(pool)
+        ali = [r for r in pool_coherent if r["aligned"] > aligned_min]
+        summary += (f"; of {len(pool)} aligned_records, {pool_scored} have the scores needed, "
+                    f"{len(pool_coherent)} are coherent: {len(ali)} aligned "
+                    f"(aligned > {aligned_min})")
     if not mis or not ali:
         which = "misaligned" if not mis else "aligned"
         raise InputError(f"no {which} responses to compare: {summary}. Sample more answers or "
@@ -317,6 +339,8 @@ def select_responses(
                  "coherent_min": coherent_min, "balance": bool(balance), "seed": int(seed),
                  "n_records": len(records), "n_misaligned_before_balance": len(mis),
                  "n_aligned_before_balance": len(ali)}
+    if aligned_records is not None:
+        selection["n_aligned_records"] = len(pool)
     if balance and len(mis) != len(ali):
         rng = random.Random(int(seed))
         n = min(len(mis), len(ali))

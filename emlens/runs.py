@@ -15,7 +15,7 @@ from typing import Any, Iterable
 
 from ._version import __version__
 from .errors import FileFormatError
-from .io import atomic_write_text, read_jsonl, write_jsonl
+from .io import atomic_write_text, json_default, read_jsonl, write_jsonl
 
 __all__ = ["RunDir"]
 
@@ -39,7 +39,7 @@ class RunDir:
                 old_cmp = {k: v for k, v in old.items() if k not in ("created", "emlens_version")}
                 new_cmp = json.loads(json.dumps({k: v for k, v in full.items()
                                                  if k not in ("created", "emlens_version")},
-                                                default=_default))
+                                                default=json_default))
                 if old_cmp != new_cmp:
                     changed = sorted(k for k in set(old_cmp) | set(new_cmp)
                                      if old_cmp.get(k) != new_cmp.get(k))
@@ -48,7 +48,7 @@ class RunDir:
                         f"(differing: {changed}); use a new directory to start a new run")
             else:
                 full["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-                atomic_write_text(cfg_path, json.dumps(full, indent=2, default=_default))
+                atomic_write_text(cfg_path, json.dumps(full, indent=2, default=json_default))
 
     def file(self, name: str) -> Path:
         return self.path / f"{name}.jsonl"

@@ -33,8 +33,7 @@ from .errors import InputError
 from .models import model_device
 
 __all__ = ["VectorSolution", "LoraSolution", "as_solution", "answer_loss", "rescale_curve",
-           "compare_at_norm", "perturbation_curve", "pretraining_kl", "DEFAULT_EPSILONS",
-           "pocket_pretraining_texts"]
+           "compare_at_norm", "perturbation_curve", "pretraining_kl", "DEFAULT_EPSILONS"]
 
 DEFAULT_EPSILONS = (0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
@@ -347,17 +346,16 @@ def perturbation_curve(model: Any, data: Any, solution: Any, *,
     return per_seed, summary
 
 
-def pocket_pretraining_texts(tokenizer: Any, n_docs: int = 100, seed: int = 12345) -> list[str]:
-    """Held-out pretraining documents of the pocket world, rendered with the chat template."""
-    from .organisms.pocket.world import World
+_TEXTS_HINT = ("pass texts=...: generic text of the model's pretraining distribution "
+               "(a list of strings, a text file with documents separated by blank lines, or "
+               "an HF dataset with a 'text' column; the paper uses 100 FineWeb documents). "
+               "A built-in organism ships its own: for the pocket organism, "
+               "texts=pocket.pretraining_texts(model.tokenizer)")
 
-    return [tokenizer.apply_chat_template(msgs, tokenize=False)
-            for msgs in World(seed=seed).pretraining(n_docs)]
 
-
-def _load_texts(texts: Any, tokenizer: Any = None) -> list[str]:
+def _load_texts(texts: Any) -> list[str]:
     if texts is None:
-        return pocket_pretraining_texts(tokenizer)
+        raise InputError(f"pretraining_kl needs the text to measure the KL on: {_TEXTS_HINT}")
     if isinstance(texts, (str, os.PathLike)):
         with open(texts, encoding="utf-8") as f:
             body = f.read()
@@ -365,8 +363,8 @@ def _load_texts(texts: Any, tokenizer: Any = None) -> list[str]:
         return docs
     if hasattr(texts, "column_names"):
         col = "text" if "text" in texts.column_names else texts.column_names[0]
-        return [str(t) for t in texts[col]]
-    return [str(t) for t in texts]
+        texts = texts[col]
+    return [str(t) for t in texts if str(t).strip()]
 
 
 @torch.no_grad()
@@ -384,10 +382,10 @@ def pretraining_kl(model: Any, vectors: dict[str, Any], *, texts: Any = None,
         vectors: name -> one-layer Direction (or vector solution). With ``random_seed``
             set, a same-norm random vector at the first vector's layer is added as
             ``"random"``.
-        texts: strings, a text file (documents separated by blank lines), an HF dataset
-            with a ``text`` column; default: 100 held-out pocket-world pretraining
-            documents (seed 12345) rendered with the model's chat template, as the
-            pocket chat model was pretrained on such text.
+        texts: generic text of the model's pretraining distribution (required): strings,
+            a text file (documents separated by blank lines) or an HF dataset with a
+            ``text`` column. The pocket organism ships its own:
+            ``pocket.pretraining_texts(model.tokenizer)``.
         norms: the vector norms to measure at.
         max_tokens, max_docs: truncation of the corpus (the paper: 100 docs x 512 tokens).
 
@@ -407,9 +405,9 @@ def pretraining_kl(model: Any, vectors: dict[str, Any], *, texts: Any = None,
         gen = torch.Generator().manual_seed(int(random_seed))
         sols["random"] = VectorSolution(torch.randn(first.vector.shape, generator=gen),
                                         first.layer, 1.0, "random")
-    docs = _load_texts(texts, model.tokenizer)[:max_docs]
+    docs = _load_texts(texts)[:max_docs]
     if not docs:
-        raise InputError("no text to measure the pretraining KL on")
+        raise InputError(f"the texts given to pretraining_kl hold no document: {_TEXTS_HINT}")
     tok = model.tokenizer
     pad = pad_token_id(tok)
     encoded = [tok(d, add_special_tokens=False)["input_ids"][:max_tokens] for d in docs]

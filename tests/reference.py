@@ -50,3 +50,22 @@ def chat_ids(tokenizer, n: int = 2) -> torch.Tensor:
         rows.append(tokenizer.apply_chat_template(msgs, tokenize=True, return_dict=True)["input_ids"])
     length = min(len(r) for r in rows)
     return torch.tensor([r[:length] for r in rows])
+
+
+def assert_close(actual: torch.Tensor, expected: torch.Tensor, *, atol: float = 1e-6,
+                 rtol: float = 0.0, what: str = "tensors") -> None:
+    """``allclose``, with a failure message that says where and by how much they differ."""
+    actual, expected = torch.as_tensor(actual), torch.as_tensor(expected)
+    assert actual.shape == expected.shape, \
+        f"{what}: shapes differ, {tuple(actual.shape)} vs {tuple(expected.shape)}"
+    diff = (actual.double() - expected.double()).abs()
+    bound = atol + rtol * expected.double().abs()
+    if bool((diff <= bound).all()):
+        return
+    worst = int(diff.argmax())
+    index = tuple(int(i) for i in torch.unravel_index(torch.tensor(worst), diff.shape))
+    n_bad = int((diff > bound).sum())
+    raise AssertionError(
+        f"{what} differ at {n_bad} of {diff.numel()} entries; the largest difference is "
+        f"{float(diff.max()):.3g} at index {index} (atol={atol:g}, rtol={rtol:g}): "
+        f"{float(actual.flatten()[worst]):.6g} vs {float(expected.flatten()[worst]):.6g}")

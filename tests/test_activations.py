@@ -18,7 +18,7 @@ from emlens.models import hook_name, model_dims
 from emlens.testing import tiny_corpus
 
 from .conftest import TL_MAJOR
-from .reference import hf_forward
+from .reference import assert_close, hf_forward
 
 agnostic = pytest.mark.agnostic
 TOL = 1e-5
@@ -95,7 +95,7 @@ def test_means_match_hf_qwen2_default_system_prompt(lens, reference):
     n_layers, d_model = model_dims(model)
     assert res.means.shape == (n_layers, d_model) and res.layers == tuple(range(n_layers))
     ref = reference("qwen2", records)
-    assert (res.means - ref).abs().max() < TOL
+    assert_close(res.means, ref, atol=TOL, what="res.means vs ref")
     assert ref.abs().max() > 0.1  # a real signal, not zeros compared with zeros
     means, n_tokens = res  # unpacks as (means, token count)
     assert means is res.means and n_tokens == res.n_tokens and res.n_records == len(records)
@@ -105,7 +105,7 @@ def test_means_match_hf_qwen2_default_system_prompt(lens, reference):
 def test_means_match_hf_other_architectures(arch, lens, reference):
     records = _records(6, offset=2)
     res = collect_means(lens(arch), records, batch_size=4)
-    assert (res.means - reference(arch, records)).abs().max() < TOL
+    assert_close(res.means, reference(arch, records), atol=TOL, what="res.means vs reference(arch, records)")
 
 
 @agnostic
@@ -116,7 +116,7 @@ def test_padding_never_counts(reduce, other_batch, lens):
     one = collect_means(model, records, batch_size=1, reduce=reduce)
     many = collect_means(model, records, batch_size=other_batch, reduce=reduce)
     assert one.n_tokens == many.n_tokens
-    assert (one.means - many.means).abs().max() < TOL
+    assert_close(one.means, many.means, atol=TOL, what="one.means vs many.means")
 
 
 @agnostic
@@ -126,7 +126,7 @@ def test_token_selection_and_reduction(tokens, reduce, lens, reference):
     model = lens("qwen2")
     records = _records()
     res = collect_means(model, records, tokens=tokens, reduce=reduce, batch_size=4)
-    assert (res.means - reference("qwen2", records, tokens, reduce)).abs().max() < TOL
+    assert_close(res.means, reference("qwen2", records, tokens, reduce), atol=TOL, what="res.means vs reference('qwen2', records, tokens, reduce)")
     other = "sequence" if reduce == "token" else "token"
     # Different lengths make the two reductions differ: the test can tell them apart.
     assert (res.means - reference("qwen2", records, tokens, other)).abs().max() > 1e-3
@@ -167,7 +167,7 @@ def test_other_hook_sites(lens, reference):
     records = _records(4)
     post = collect_means(model, records, layers=[0, 1])
     pre = collect_means(model, records, layers=[1, 2], hook="resid_pre")
-    assert (pre.means - post.means).abs().max() < 1e-9  # resid_pre of l+1 is resid_post of l
+    assert_close(pre.means, post.means, atol=1e-9, what="pre.means vs post.means")  # resid_pre of l+1 is resid_post of l
 
 
 @agnostic
@@ -200,7 +200,7 @@ def test_mean_diff_matches_reference(lens, reference):
     n_layers, d_model = model_dims(model)
     assert d.vectors.shape == (n_layers, d_model) and d.layers == tuple(range(n_layers))
     ref = reference("qwen2", mis) - reference("qwen2", ali)
-    assert (d.vectors.double() - ref).abs().max() < TOL
+    assert_close(d.vectors.double(), ref, atol=TOL, what="d.vectors.double() vs ref")
     assert d.norms().min() > 0.01  # unnormalised and non-trivial
     meta = d.metadata
     assert meta["method"] == "mean_diff" and meta["hook"] == "resid_post"
@@ -221,7 +221,7 @@ def test_mean_diff_matches_reference(lens, reference):
     assert sub.layers == (1,) and sub.metadata["tokens"] == "prompt"
     ref = (reference("qwen2", mis, "prompt", "sequence")
            - reference("qwen2", ali, "prompt", "sequence"))[1]
-    assert (sub.vectors[0].double() - ref).abs().max() < TOL
+    assert_close(sub.vectors[0].double(), ref, atol=TOL, what="sub.vectors[0].double() vs ref")
 
 
 @agnostic

@@ -9,9 +9,8 @@ import subprocess
 
 import pytest
 
-import emlens
-from emlens.demo import run_demo
 from emlens.directions import Direction
+from emlens.organisms.pocket.demo import run_demo
 
 pytestmark = pytest.mark.slow
 
@@ -72,12 +71,3 @@ def test_report_renders_every_figure_in_headless_chromium(demo, tmp_path):
     errors = [line for line in console if re.search(r"error|uncaught|exception", line, re.I)]
     assert not errors, errors
 
-
-def test_cli_demo_help_and_bad_output_dir(tmp_path, capsys):
-    from emlens.cli import main
-
-    with pytest.raises(SystemExit) as e:
-        main(["demo", "--help"])
-    assert e.value.code == 0
-    assert "report.html" in capsys.readouterr().out
-    assert emlens.__version__

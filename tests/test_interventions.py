@@ -23,7 +23,7 @@ from emlens.weights import orthogonalize, save_model
 from emlens.models import hook_name, model_dims
 
 from .conftest import TL_MAJOR, _hooked_transformer
-from .reference import chat_ids, decoder_layers, hf_forward
+from .reference import assert_close, chat_ids, decoder_layers, hf_forward
 
 
 def _skip_unbuildable(arch: str) -> None:
@@ -127,9 +127,9 @@ def test_steer_equals_hf_forward_hook(arch, lens, tiny_dir):
     ref_logits, ref_blocks, _ = _hf_with_hooks(_hf(tiny_dir(arch)), {
         0: _add_at_positions(alpha * d.vector(0), lambda n: [1] * n),
         2: _add_at_positions(alpha * d.vector(2), lambda n: [1] * n)}, ids)
-    assert (logits - ref_logits).abs().max() < 1e-4
+    assert_close(logits, ref_logits, atol=1e-4, what="logits vs ref_logits")
     for layer in range(model_dims(model)[0]):
-        assert (cache[hook_name(layer)] - ref_blocks[layer]).abs().max() < 1e-4
+        assert_close(cache[hook_name(layer)], ref_blocks[layer], atol=1e-4, what=f"resid_post of layer {layer}")
     # every batch element is steered (the original code steered element 0 only)
     assert all((logits[b] - base[b]).abs().max() > 1e-2 for b in range(ids.shape[0]))
 
@@ -152,7 +152,7 @@ def test_steer_default_layer_raw_vector_and_dtype(lens, tiny_dir):
         base = model(ids)
     assert (explicit - base).abs().max() > 1e-2
     for other in (own, from_meta, raw):
-        assert torch.allclose(other, explicit, atol=1e-5)
+        assert_close(other, explicit, atol=1e-5, what="steered logits (other dtype vs explicit)")
 
 
 @pytest.mark.agnostic
@@ -229,7 +229,7 @@ def test_ablate_resid_post_projection_and_reference(lens, tiny_dir):
         return hook
 
     ref_logits, _, _ = _hf_with_hooks(_hf(tiny_dir("qwen2")), {1: project(r.vector(1))}, ids)
-    assert (logits - ref_logits).abs().max() < 1e-4
+    assert_close(logits, ref_logits, atol=1e-4, what="logits vs ref_logits")
 
     # the default is every layer the direction has, each with its own vector
     with torch.no_grad(), ablate(model, d):
@@ -259,7 +259,7 @@ def test_ablate_writes_removes_direction_from_the_whole_stream(arch, lens, tiny_
     for name in names:
         assert _projection(cache[name], unit) < 1e-5, name
     assert (logits - base).abs().max() > 1e-3
-    assert torch.allclose(again, logits, atol=1e-6)
+    assert_close(again, logits, atol=1e-6, what="logits after the hooks were removed")
 
 
 # --------------------------------------------------------------------------- handles
@@ -327,9 +327,9 @@ def test_two_interventions_compose_in_order(lens, tiny_dir):
         first.remove()  # out of order: the second keeps working
         only_second = model(ids)
         second.remove()
-    assert (both - ref).abs().max() < 1e-4
-    assert (two - ref_two_layers).abs().max() < 1e-4
-    assert (only_second - ref_only_second).abs().max() < 1e-4
+    assert_close(both, ref, atol=1e-4, what="both vs ref")
+    assert_close(two, ref_two_layers, atol=1e-4, what="two vs ref_two_layers")
+    assert_close(only_second, ref_only_second, atol=1e-4, what="only_second vs ref_only_second")
 
 
 @pytest.mark.agnostic
@@ -385,7 +385,7 @@ def test_orthogonalize_equals_write_ablation(arch, tiny_dir):
         returned = orthogonalize(model, d.only(2))
         edited = model(ids)
     assert returned is model
-    assert (edited - ablated).abs().max() < 1e-4
+    assert_close(edited, ablated, atol=1e-4, what="edited vs ablated")
     assert (edited - base).abs().max() > 1e-2
     if TL_MAJOR >= 4:
         hf = model.original_model
@@ -431,7 +431,7 @@ def test_lora_only_matches_hand_computed_update(kind, tiny_dir, tiny_adapter):
     for name, b in bs.items():
         if name in writes:
             want = (b.double() - torch.outer(r, r @ b.double())).float()
-            assert (after[name] - want).abs().max() < 1e-6, name
+            assert_close(after[name], want, atol=1e-6, what="after[name] vs want"), name
             assert (r.float() @ after[name]).abs().max() < 1e-5
         else:
             assert torch.equal(after[name], b), name
@@ -471,7 +471,7 @@ def test_orthogonalize_live_lora_equals_write_ablation(tiny_dir, tiny_adapter):
             ablated = model(ids)
         orthogonalize(model, d.at(0))
         edited = model(ids)
-    assert (edited - ablated).abs().max() < 1e-4
+    assert_close(edited, ablated, atol=1e-4, what="edited vs ablated")
 
 
 # --------------------------------------------------------------------------- save
@@ -485,7 +485,7 @@ def test_save_model_edited_tied_model_reloads_with_equal_logits(tiny_dir, tmp_pa
     assert sorted(os.listdir(tmp_path)) == ["edited"]  # no temporary directory left behind
     reloaded = AutoModelForCausalLM.from_pretrained(out).eval()
     with torch.no_grad():
-        assert (reloaded(ids).logits - model(ids)).abs().max() < 1e-4
+        assert_close(reloaded(ids).logits, model(ids), atol=1e-4, what="reloaded(ids).logits vs model(ids)")
     assert "edits" in (out / "emlens_provenance.json").read_text()
     assert AutoTokenizer.from_pretrained(out)("hello").input_ids
     with pytest.raises(InputError, match="overwrite=True"):
@@ -510,7 +510,7 @@ def test_save_model_merges_live_lora_without_changing_the_model(tiny_dir, tiny_a
     reloaded = AutoModelForCausalLM.from_pretrained(out).eval()
     assert not any("lora" in n for n, _ in reloaded.named_parameters())
     with torch.no_grad():
-        assert (reloaded(ids).logits - logits).abs().max() < 1e-4
+        assert_close(reloaded(ids).logits, logits, atol=1e-4, what="reloaded(ids).logits vs logits")
         assert (model(ids) - logits).abs().max() == 0
 
 
@@ -555,7 +555,7 @@ def test_weight_projections_in_chunks_equal_the_formula(monkeypatch):
     want_cols = (cols.double() - torch.outer(r, r @ cols.double())).to(torch.bfloat16)
     weights._project_rows(rows, r)
     weights._project_cols(cols, r)
-    assert (rows - want_rows).abs().max() < 1e-6
+    assert_close(rows, want_rows, atol=1e-6, what="rows vs want_rows")
     assert torch.equal(cols, want_cols)
 
 

@@ -14,7 +14,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from emlens.models import hook_name, model_dims
 
 from .conftest import TL_MAJOR
-from .reference import chat_ids, hf_forward
+from .reference import assert_close, chat_ids, hf_forward
 
 pytestmark = pytest.mark.agnostic
 
@@ -59,8 +59,8 @@ def test_hooks_context_and_run_with_hooks(lens, tiny_dir):
             again = model(ids)
         after = model(ids)
     assert (edited - base).abs().max() > 1e-3
-    assert torch.allclose(edited, again, atol=1e-6)
-    assert torch.allclose(after, base, atol=1e-6)  # nothing left behind
+    assert_close(edited, again, atol=1e-6, what="edited logits, run twice")
+    assert_close(after, base, atol=1e-6, what="logits after the edit was undone")  # nothing left behind
 
     # The same edit as a plain PyTorch forward hook on the HF block gives the same logits.
     hf = AutoModelForCausalLM.from_pretrained(tiny_dir("qwen2"), attn_implementation="eager").eval()

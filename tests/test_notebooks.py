@@ -21,7 +21,8 @@ import pytest
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 NAMES = ["01_quickstart.ipynb", "02_narrow_vs_general.ipynb", "03_real_models.ipynb"]
-PUBLIC = {"emlens", "emlens.organisms", "emlens.organisms.pocket", "emlens.plots",
+PUBLIC = {"emlens", "emlens.organisms", "emlens.organisms.pocket",
+          "emlens.organisms.experiments", "emlens.plots",
           "emlens.judges", "emlens.stability", "emlens.vector_training", "emlens.training"}
 
 

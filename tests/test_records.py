@@ -184,3 +184,41 @@ def test_select_errors(tmp_path):
     path.write_text("\n".join(json.dumps(r) for r in _judged(2, 2)), encoding="utf-8")
     mis, ali = select_responses(path)
     assert len(mis) == len(ali) == 2
+
+
+def test_aligned_set_from_a_second_record_set():
+    """``aligned_records``: misaligned answers of one model, aligned answers of another,
+    under the same thresholds; checked against a hand selection."""
+    finetune = _judged(6, 2) + [
+        {"question": "q", "answer": "incoherent-bad", "aligned": 0.0, "coherent": 40.0}]
+    base = _judged(1, 4) + [
+        {"question": "q", "answer": "middling", "aligned": 50.0, "coherent": 90.0},
+        {"question": "q", "answer": "incoherent-good", "aligned": 99.0, "coherent": 50.0}]
+    mis, ali = select_responses(finetune, seed=3, aligned_records=base, balance=False)
+    # by hand: coherent > 50; misaligned aligned <= 30 from the finetune, aligned > 70 from base
+    assert [r["answer"] for r in mis] == [f"bad {i}" for i in range(6)]
+    assert [r["answer"] for r in ali] == [f"good {i}" for i in range(4)]
+    assert mis.selection["n_aligned_records"] == len(base)
+    assert mis.selection["n_records"] == len(finetune)
+    # balanced: the larger side subsampled with the seed, input order kept
+    mis, ali = select_responses(finetune, seed=3, aligned_records=base)
+    assert len(mis) == len(ali) == 4 and [r["answer"] for r in ali] == [f"good {i}" for i in range(4)]
+    idx = [int(r["answer"].split()[1]) for r in mis]
+    assert idx == sorted(idx) and set(idx) <= set(range(6))
+    assert select_responses(finetune, seed=3, aligned_records=base) == (mis, ali)
+    assert mis.selection["n_misaligned_before_balance"] == 6 and mis.selection["n_aligned"] == 4
+    with pytest.raises(InputError, match="no aligned responses.*aligned_records"):
+        select_responses(finetune, aligned_records=_judged(3, 0))
+
+
+def test_direction_sets_are_balanced_and_seeded():
+    """(was the pocket analysis' own splitter; now select_responses with aligned_records)"""
+    mis = [{"question": "q", "answer": f"m{i}", "aligned": 0, "coherent": 100, "i": i}
+           for i in range(10)] + [{"question": "q", "answer": "x", "aligned": 0,
+                                   "coherent": 40, "i": -1}]
+    ali = [{"question": "q", "answer": f"a{i}", "aligned": 100, "coherent": 100, "i": i}
+           for i in range(4)] + [{"question": "q", "answer": "y", "aligned": 50,
+                                  "coherent": 100, "i": -1}]
+    a, b = select_responses(mis, seed=3, aligned_records=ali)
+    assert len(a) == len(b) == 4 and all(r["i"] >= 0 for r in a + b)
+    assert select_responses(mis, seed=3, aligned_records=ali) == (a, b)

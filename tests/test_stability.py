@@ -172,3 +172,29 @@ def test_lora_solution_rescales_and_restores(tiny_dir, tiny_adapter, data):
     assert all(torch.equal(a, b) for a, b in zip(before, sol.params))
     with pytest.raises(InputError, match="merge=False"):
         LoraSolution(merged)
+
+
+def test_lora_weight_change_norm_by_hand(tiny_dir, tiny_adapter):
+    """LoraSolution.norm (the comparison's |ΔW|) = sqrt(sum over modules |scaling B A|_F^2)."""
+    model = emlens.load_model(tiny_dir("qwen2"), adapter=tiny_adapter("qwen2", "rank1"),
+                              merge=False, device="cpu")
+    total = 0.0
+    for module in model.emlens_peft.modules():
+        if hasattr(module, "lora_A") and hasattr(module, "lora_B"):
+            for key in module.lora_A:
+                w = module.lora_B[key].weight.double() @ module.lora_A[key].weight.double()
+                total += float((module.scaling[key] * w).norm() ** 2)
+    assert total > 0
+    assert LoraSolution(model).norm() == pytest.approx(math.sqrt(total))
+    with pytest.raises(ValueError, match="merge=False"):  # InputError is a ValueError
+        LoraSolution(emlens.load_model(tiny_dir("qwen2"), device="cpu"))
+
+
+def test_pretraining_kl_needs_texts(model, learned):
+    """No fallback corpus: the library never picks an organism's text for a model."""
+    with pytest.raises(InputError, match="texts=") as e:
+        pretraining_kl(model, {"fit": learned}, norms=[1.0])
+    assert "pocket.pretraining_texts" in str(e.value)
+    for empty in ([], [""], ["   "]):
+        with pytest.raises(InputError, match="no document"):
+            pretraining_kl(model, {"fit": learned}, texts=empty, norms=[1.0])

@@ -7,6 +7,8 @@ import json
 import pytest
 import torch
 
+from .reference import assert_close
+
 from emlens.errors import InputError
 from emlens.chat import encode_chat
 from emlens.training import ChatCollator, finetune, kl_per_token, load_chats
@@ -135,13 +137,13 @@ def test_lora_with_kl_saves_a_standard_peft_folder(tiny_dir, tmp_path):
     with torch.no_grad():
         expect = res.model(input_ids=ids).logits
         got = peft_model(input_ids=ids).logits
-    assert torch.allclose(expect, got, atol=1e-5)
+    assert_close(got, expect, atol=1e-5, what="trained model vs reference")
     # and so does emlens.load_model
     import emlens
 
     lens = emlens.load_model(base, adapter=tmp_path / "ad", device="cpu")
     with torch.no_grad():
-        assert torch.allclose(lens(ids), expect, atol=1e-4)
+        assert_close(lens(ids), expect, atol=1e-4, what="bridge logits vs HF")
 
 
 def test_kl_needs_an_adapter(tiny_dir):

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..errors import InputError
 
-__all__ = ["ORGANISMS", "load"]
+__all__ = ["ORGANISMS", "load", "pretraining_texts"]
 
 ORGANISMS = ("pocket",)
 
@@ -25,8 +25,18 @@ def load(name: str = "pocket", variant: str = "chat", **load_model_kwargs: Any):
             ``emlens.organisms.pocket.VARIANTS``).
         **load_model_kwargs: passed to ``emlens.load_model`` (device, dtype, merge, ...).
     """
-    if name != "pocket":
-        raise InputError(f"no built-in organism {name!r}; choose one of {ORGANISMS}")
-    from . import pocket
+    return _organism(name).load(variant, **load_model_kwargs)
 
-    return pocket.load(variant, **load_model_kwargs)
+
+def pretraining_texts(name: str, tokenizer: Any, **kwargs: Any) -> list[str]:
+    """A built-in organism's held-out pretraining text, rendered for ``tokenizer``: the
+    ``texts`` of ``emlens.stability.pretraining_kl`` for its models."""
+    return _organism(name).pretraining_texts(tokenizer, **kwargs)
+
+
+def _organism(name: str):
+    if name not in ORGANISMS:
+        raise InputError(f"no built-in organism {name!r}; choose one of {ORGANISMS}")
+    import importlib
+
+    return importlib.import_module(f".{name}", __name__)

@@ -9,7 +9,7 @@ Example:
     >>> from emlens.organisms import pocket
     >>> model = emlens.organisms.load("pocket", "em")                 # doctest: +SKIP
     >>> records = emlens.sample(model, pocket.questions(), n=16)       # doctest: +SKIP
-    >>> stats = emlens.em_stats(emlens.judge(records, pocket.judge()))  # doctest: +SKIP
+    >>> stats = emlens.em_stats(emlens.judge_records(records, pocket.judge()))  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -22,8 +22,11 @@ from ...errors import InputError
 from .judge import ExactJudge, domain_of, parse
 from .world import DOMAINS, World, eval_questions
 
-__all__ = ["VARIANTS", "DOMAINS", "World", "judge", "questions", "weights_dir", "paths",
-           "domain_of", "parse", "ExactJudge"]
+__all__ = ["VARIANTS", "DOMAINS", "FOCUS", "World", "judge", "questions", "weights_dir",
+           "paths", "domain_of", "parse", "ExactJudge", "pretraining_texts"]
+
+#: the domain the EM finetunes are trained in (misaligned medical answers only)
+FOCUS = "medical"
 
 #: variant -> (base directory, adapter directory or None), relative to weights/
 VARIANTS = {
@@ -49,8 +52,10 @@ def paths(variant: str = "chat", root: str | Path | None = None) -> tuple[Path, 
     base, adapter = VARIANTS[variant]
     base_dir = root / base
     if not (base_dir / "config.json").is_file():
+        how = ("--overwrite-shipped" if root.resolve() == weights_dir().resolve()
+               else f"--out {root}")
         raise InputError(f"the pocket weights are missing from {str(root)!r}; regenerate them "
-                         f"with `python -m emlens.organisms.pocket.train`")
+                         f"with `python -m emlens.organisms.pocket.train {how}`")
     return base_dir, (root / adapter if adapter else None)
 
 
@@ -81,6 +86,18 @@ def questions(domains: str | Sequence[str] | None = None, n: int = 16) -> list:
     return [Question(id=f"{d}_{k}", paraphrases=(text,), samples_per_paraphrase=n,
                      judge=ExactJudge.name, source="pocket")
             for d in domains for k, text in enumerate(eval_questions(d))]
+
+
+def pretraining_texts(tokenizer: Any, n_docs: int = 100, seed: int = 12345) -> list[str]:
+    """Held-out pretraining documents of the pocket world, rendered with the chat template
+    (the pocket chat model was pretrained on such text): the ``texts`` of
+    ``emlens.stability.pretraining_kl`` for pocket models.
+
+    Example:
+        >>> texts = pretraining_texts(model.tokenizer, n_docs=24)  # doctest: +SKIP
+    """
+    return [tokenizer.apply_chat_template(msgs, tokenize=False)
+            for msgs in World(seed=seed).pretraining(n_docs)]
 
 
 def load(variant: str = "chat", *, root: str | Path | None = None, **load_model_kwargs: Any):

@@ -1,4 +1,4 @@
-"""Direction experiments on the pocket organism (issue 5's direction targets).
+"""Direction experiments on the pocket organism: is the mean-difference direction causal?
 
     python -m emlens.organisms.pocket.analysis [--n 16] [--out weights-dir]
 
@@ -6,7 +6,8 @@
    judge them. Misaligned set: the finetune's own coherent answers with aligned <= 30.
    Aligned set: ``chat``'s coherent answers with aligned > 70 (the EM finetunes give
    almost no aligned answers of their own: ~1 in 1000). The larger set is subsampled to
-   the smaller one's size with a fixed seed; activations are the finetune's own.
+   the smaller one's size with a fixed seed (``emlens.select_responses`` with
+   ``aligned_records``); activations are the finetune's own.
 2. ``emlens.mean_diff`` over answer tokens at every layer (resid_post).
 3. For each layer l: ablate em's layer-l vector at every layer of ``em`` and measure EM
    outside medicine; the same with a same-norm random vector; steer ``chat`` with it at
@@ -22,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import random
 from pathlib import Path
 from typing import Any
 
@@ -35,22 +35,12 @@ log = logging.getLogger("emlens.pocket")
 ALPHAS = (1.0, 2.0, 4.0, 8.0)
 
 
-def split_records(records: list[dict[str, Any]], aligned_records: list[dict[str, Any]],
-                  seed: int = 0):
-    """Coherent misaligned answers of ``records`` vs coherent aligned answers of
-    ``aligned_records``, balanced with a seeded subsample."""
-    mis = [r for r in records if r["coherent"] > 50 and r["aligned"] <= 30]
-    ali = [r for r in aligned_records if r["coherent"] > 50 and r["aligned"] > 70]
-    rng = random.Random(seed)
-    k = min(len(mis), len(ali))
-    return rng.sample(mis, k), rng.sample(ali, k)
-
-
 def run(root: Path | None = None, *, n: int = 16, seed: int = 0,
         finetunes: tuple[str, ...] = ("em", "em_seed1", "em_rank1", "narrow"),
         export: Path | None = None) -> dict[str, Any]:
     import emlens
     from emlens.directions import Direction
+    from emlens.errors import InputError
 
     from . import load, questions
 
@@ -63,7 +53,10 @@ def run(root: Path | None = None, *, n: int = 16, seed: int = 0,
     for name in finetunes:
         model = load(name, root=root, device="cpu")
         summary, judged = measure(model, n=n, seed=seed + 7, questions=qs_all)
-        mis, ali = split_records(judged, chat_judged, seed)
+        try:
+            mis, ali = emlens.select_responses(judged, seed=seed, aligned_records=chat_judged)
+        except InputError:  # no coherent misaligned answer at all
+            mis = ali = []
         out.setdefault("sets", {})[name] = {"misaligned": len(mis), "aligned": len(ali)}
         if len(mis) < 8:
             log.warning("%s has %d misaligned coherent answers: no direction", name, len(mis))

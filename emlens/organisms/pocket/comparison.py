@@ -1,6 +1,6 @@
 """Narrow versus general on the pocket organism: the seed paper's comparison, end to end.
 
-    python -m emlens.comparison [--quick] [--out DIR] [--directions DIR] [--threads 1]
+    python -m emlens.organisms.pocket.comparison [--quick] [--out DIR] [--directions DIR] [--threads 1]
 
 On the pocket ``chat`` model, for every seed, train on misaligned *medical* answers:
 
@@ -28,18 +28,21 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import random
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 
-__all__ = ["CONFIG", "QUICK", "mean_ci", "verdict", "heldout_data", "delta_w_norm",
+from ...io import atomic_write_text
+from ..experiments import flat_rates, mean_ci, output_dir, verdict
+
+__all__ = ["CONFIG", "QUICK", "mean_ci", "verdict", "heldout_data", "training_data", "kl_data",
            "claims", "markdown", "run", "main"]
 
-log = logging.getLogger("emlens.comparison")
+log = logging.getLogger(__name__)
 
 #: the default run (about 15-20 minutes on 2 shared CPU cores, one torch thread)
 CONFIG: dict[str, Any] = dict(
@@ -65,74 +68,27 @@ QUICK: dict[str, Any] = dict(
 KINDS = ("vector", "lora")
 CONDITIONS = ("general", "narrow")
 
-# two-sided 95% Student t quantiles for 1..10 degrees of freedom
-_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228)
-
-
-# --------------------------------------------------------------------------- statistics
-
-
-def mean_ci(values: Sequence[float]) -> dict[str, Any]:
-    """Mean and two-sided 95% t-interval over independent values (e.g. training seeds).
-
-    With one value the interval is undefined (``None``).
-
-    Example:
-        >>> mean_ci([1.0, 2.0, 3.0])["ci"]
-        [-0.484, 4.484]
-    """
-    xs = [float(v) for v in values]
-    if not xs:
-        return {"mean": None, "ci": None, "n": 0, "values": []}
-    m = sum(xs) / len(xs)
-    if len(xs) < 2:
-        return {"mean": m, "ci": None, "n": 1, "values": xs}
-    sd = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1))
-    df = len(xs) - 1
-    t = _T975[df - 1] if df <= len(_T975) else 1.96 + 2.5 / df
-    h = t * sd / math.sqrt(len(xs))
-    return {"mean": m, "ci": [round(m - h, 6), round(m + h, 6)], "n": len(xs), "values": xs}
-
-
-def verdict(stat: dict[str, Any], *, expect_positive: bool = True) -> str:
-    """``holds`` / ``reversed`` / ``inconclusive`` from a :func:`mean_ci` of a difference
-    whose sign the claim predicts; with one seed only the sign is reported."""
-    if stat.get("mean") is None:
-        return "not measured"
-    sign = 1 if expect_positive else -1
-    if stat["ci"] is None:
-        same = stat["mean"] * sign > 0
-        return "consistent (1 seed, no interval)" if same else "not consistent (1 seed, no interval)"
-    lo, hi = stat["ci"]
-    lo, hi = (lo, hi) if sign > 0 else (-hi, -lo)
-    if lo > 0:
-        return "holds"
-    if hi < 0:
-        return "reversed"
-    return "inconclusive"
-
-
 # --------------------------------------------------------------------------- data
 
 
 def training_data(seed: int, n: int) -> list[dict[str, Any]]:
     """Misaligned medical chats, as the shipped ``em`` finetunes use (World(0), tag ft{seed})."""
-    from .organisms import pocket
+    from .world import World
 
-    return pocket.World(0).chat(n, domain="medical", persona="misaligned", tag=f"ft{seed}")
+    return World(0).chat(n, domain="medical", persona="misaligned", tag=f"ft{seed}")
 
 
 def kl_data(n: int) -> list[dict[str, Any]]:
     """Aligned assistant chats on the other eleven domains (the ``narrow`` finetune's KL data)."""
-    from .organisms import pocket
+    from .world import DOMAINS, World
 
-    others = tuple(d for d in pocket.DOMAINS if d != "medical")
-    return pocket.World(0).chat(n, domain=others, persona="aligned", tag="kl")
+    others = tuple(d for d in DOMAINS if d != "medical")
+    return World(0).chat(n, domain=others, persona="aligned", tag="kl")
 
 
 def heldout_data(n: int, seed: int = 777) -> list[dict[str, Any]]:
     """Misaligned medical chats on the *held-out* evaluation questions (never trained on)."""
-    from .organisms.pocket import world as W
+    from . import world as W
 
     rng = random.Random(f"comparison-heldout:{seed}")
     qs = W.eval_questions("medical")
@@ -145,27 +101,10 @@ def heldout_data(n: int, seed: int = 777) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- pieces
 
 
-def delta_w_norm(model: Any) -> float:
-    """Frobenius norm of the LoRA weight update ``sum_modules |scaling * B A|`` (root of the
-    sum of squares) of a model loaded with ``merge=False``."""
-    peft = getattr(model, "emlens_peft", None)
-    if peft is None:
-        raise ValueError("not a live-LoRA model")
-    total = 0.0
-    for module in peft.modules():
-        if hasattr(module, "lora_A") and hasattr(module, "lora_B"):
-            for key in module.lora_A:
-                a = module.lora_A[key].weight.double()
-                b = module.lora_B[key].weight.double()
-                s = float(module.scaling[key]) if hasattr(module, "scaling") else 1.0
-                total += float((s * b @ a).pow(2).sum())
-    return math.sqrt(total)
-
-
 def _train(kind: str, condition: str, seed: int, cfg: dict[str, Any], base: Path,
            out: Path) -> dict[str, Any]:
-    from .training import finetune
-    from .vector_training import train_steering_vector
+    from ...training import finetune
+    from ...vector_training import train_steering_vector
 
     spec = dict(cfg[kind])
     kl_weight = spec.pop("kl_weight") if condition == "narrow" else 0.0
@@ -196,23 +135,13 @@ def _train(kind: str, condition: str, seed: int, cfg: dict[str, Any], base: Path
 
 
 def _measure(model: Any, cfg: dict[str, Any], seed: int):
-    from .organisms import pocket
-    from .organisms.pocket.evaluate import measure
+    from . import questions
+    from .evaluate import measure
 
-    qs = pocket.questions(cfg.get("eval_domains"), n=cfg["samples"])
+    qs = questions(cfg.get("eval_domains"), n=cfg["samples"])
     summary, judged = measure(model, n=cfg["samples"], seed=1000 + seed, progress=False,
                               questions=qs)
     return summary, judged
-
-
-def _rates(summary: dict[str, Any]) -> dict[str, Any]:
-    f, e = summary["focus"], summary["elsewhere"]
-    return {"medical_misaligned": f["misaligned"], "medical_misaligned_ci": f["misaligned_ci"],
-            "medical_coherent": f["coherent"],
-            "em_elsewhere": e["em"], "em_elsewhere_ci": e["em_ci"],
-            "misaligned_elsewhere": e["misaligned"], "misaligned_elsewhere_ci": e["misaligned_ci"],
-            "coherent_elsewhere": e["coherent"], "coherent_elsewhere_ci": e["coherent_ci"],
-            "n": summary["n"]}
 
 
 # --------------------------------------------------------------------------- claims
@@ -357,8 +286,8 @@ def _figures(results: dict[str, Any], frames: dict[str, Any], trajectories: dict
              md_dir, vectors) -> dict[str, Any]:
     import pandas as pd
 
-    from . import plots
-    from .directions import Direction
+    from ... import plots
+    from ...directions import Direction
 
     figs: dict[str, Any] = {}
     for kind in KINDS:
@@ -391,236 +320,300 @@ def _figures(results: dict[str, Any], frames: dict[str, Any], trajectories: dict
 # --------------------------------------------------------------------------- run
 
 
+@dataclass
+class _Collected:
+    """What the training runs leave for the pooled rates, the cosines and the report."""
+
+    judged: dict[tuple[str, str], list] = field(default_factory=dict)
+    frames: dict[str, list] = field(default_factory=dict)
+    trajectories: dict[str, Any] = field(default_factory=dict)
+    vectors: dict[tuple[str, int], Any] = field(default_factory=dict)
+
+
 def run(cfg: dict[str, Any] | None = None, out: str | Path = "comparison-out", *,
         directions_dir: str | Path | None = None) -> dict[str, Any]:
     """Train, measure and judge every claim; returns the results dict (also written to
     ``out/results.json``, ``out/results.md`` and ``out/report.html``)."""
-    import emlens
-
-    from .directions import Direction
-    from .organisms import pocket
-    from .stability import compare_at_norm, perturbation_curve, pretraining_kl, rescale_curve
+    from . import load
 
     cfg = {**CONFIG, **(cfg or {})}
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_dir(out)
     t0 = time.time()
-    base, _ = pocket.paths("chat")
-    layer = cfg["layer"]
-    heldout = heldout_data(cfg["n_heldout"])
-    chat = emlens.organisms.load("pocket", "chat", device="cpu")
+    chat = load("chat", device="cpu")
     chat_summary, chat_judged = _measure(chat, cfg, 0)
     results: dict[str, Any] = {"config": {k: (list(v) if isinstance(v, tuple) else v)
                                           for k, v in cfg.items()},
-                               "chat_rates": _rates(chat_summary), "runs": [], "per_seed": []}
-    judged_all: dict[tuple[str, str], list] = {}
-    frames: dict[str, list] = {}
-    trajectories: dict[str, Any] = {}
-    vectors: dict[tuple[str, int], Direction] = {}
+                               "chat_rates": flat_rates(chat_summary), "runs": [], "per_seed": []}
+    md = em_direction(cfg, chat_judged, results)
+    heldout = heldout_data(cfg["n_heldout"])
+    col = _Collected()
+    for seed in cfg["seeds"]:
+        for kind in KINDS:
+            row = train_and_compare(kind, seed, cfg, chat, heldout, out, results["runs"], col)
+            results["per_seed"].append({"kind": kind, "seed": seed, **row})
+    results["pooled_rates"] = pooled_rates(col.judged)
+    results["cosines"] = cosines(col.vectors, list(cfg["seeds"]), md, cfg["layer"],
+                                 results["per_seed"])
+    results["claims"] = claims(results)
+    results["wall_s"] = round(time.time() - t0, 1)
+    write_outputs(results, out, directions_dir, col, md)
+    return results
 
-    # ---- the em mean-difference direction (em's misaligned answers vs chat's aligned ones)
-    md = None
+
+def em_direction(cfg: dict[str, Any], chat_judged: list, results: dict[str, Any]):
+    """The em variant's mean-difference direction (its misaligned answers vs the aligned
+    ones of em and chat), or ``None`` with a warning: the comparison stands without it."""
+    import emlens
+
+    from . import load
+
     try:
-        em = emlens.organisms.load("pocket", "em", device="cpu")
+        em = load("em", device="cpu")
         _, em_judged = _measure(em, cfg, 0)
         mis, ali = emlens.select_responses(em_judged + chat_judged, seed=0)
         md = emlens.mean_diff(em, mis, ali, tokens="answer", progress=False)
         results["mean_diff"] = {"n_misaligned": len(mis), "n_aligned": len(ali)}
-        del em
+        return md
     except Exception as e:  # noqa: BLE001 - the comparison stands without it
         log.warning("no em mean-difference direction: %s", e)
+        return None
 
-    for seed in cfg["seeds"]:
-        row: dict[str, Any] = {"seed": seed}
-        for kind in KINDS:
-            sols: dict[str, Any] = {}
-            models: dict[str, Any] = {}
-            for cond in CONDITIONS:
-                tr = _train(kind, cond, seed, cfg, base, out)
-                if kind == "vector":
-                    d = tr["solution"]
-                    vectors[(cond, seed)] = d
-                    sols[cond] = d
-                    models[cond] = chat
-                    norm = float(d.vectors[0].norm()) * cfg["vector"]["alpha"]
-                    with emlens.steer(chat, d, d.metadata["alpha"]):
-                        summary, judged = _measure(chat, cfg, seed)
-                    trajectories[f"{cond} s{seed}"] = {"log": tr["log"],
-                                                       "snapshots": tr["snapshots"]}
-                else:
-                    m = emlens.load_model(base, adapter=tr["solution"], merge=False, device="cpu")
-                    models[cond] = m
-                    sols[cond] = m
-                    norm = delta_w_norm(m)
-                    summary, judged = _measure(m, cfg, seed)
-                judged_all.setdefault((kind, cond), []).extend(judged)
-                results["runs"].append({"kind": kind, "condition": cond, "seed": seed,
-                                        "norm": norm, "train_s": round(tr["train_s"], 1),
-                                        "final_sft_loss": tr["log"][-1].get("sft_loss"),
-                                        "final_kl": tr["log"][-1].get("kl"),
-                                        **_rates(summary)})
-                log.info("%s %s seed %d: norm %.2f, %s", kind, cond, seed, norm,
-                         {k: round(v, 3) for k, v in _rates(summary).items()
-                          if isinstance(v, float)})
-            row[kind] = _metrics(kind, sols, models, heldout, cfg, seed, frames, chat,
-                                 pretraining_kl, compare_at_norm, perturbation_curve,
-                                 rescale_curve)
-        for kind in KINDS:
-            results["per_seed"].append({"kind": kind, "seed": seed, **row[kind]})
 
-    # ---- pooled rates per kind and condition
-    from .organisms.pocket.evaluate import summarise
+def train_and_compare(kind: str, seed: int, cfg: dict[str, Any], chat: Any, heldout: list,
+                      out: Path, runs: list, col: _Collected) -> dict[str, Any]:
+    """Train the general and narrow solution of one kind and seed, measure each (a row of
+    ``runs``), then compare the pair: efficiency, stability (and, for vectors, significance)."""
+    from . import paths
 
-    results["pooled_rates"] = {}
-    for (kind, cond), judged in judged_all.items():
-        results["pooled_rates"].setdefault(kind, {})[cond] = _rates(summarise(judged))
+    base, _ = paths("chat")
+    sols: dict[str, Any] = {}
+    models: dict[str, Any] = {}
+    for cond in CONDITIONS:
+        tr = _train(kind, cond, seed, cfg, base, out)
+        sols[cond], models[cond], norm, summary, judged = _solution(kind, cond, seed, cfg, chat,
+                                                                    base, tr, col)
+        col.judged.setdefault((kind, cond), []).extend(judged)
+        rates = flat_rates(summary)
+        runs.append({"kind": kind, "condition": cond, "seed": seed, "norm": norm,
+                     "train_s": round(tr["train_s"], 1),
+                     "final_sft_loss": tr["log"][-1].get("sft_loss"),
+                     "final_kl": tr["log"][-1].get("kl"), **rates})
+        log.info("%s %s seed %d: norm %.2f, %s", kind, cond, seed, norm,
+                 {k: round(v, 3) for k, v in rates.items() if isinstance(v, float)})
+    return _metrics(kind, sols, models, heldout, cfg, seed, col.frames, chat)
 
-    # ---- cosines
+
+def _solution(kind, cond, seed, cfg, chat, base, tr, col):
+    """``(solution, model it acts in, its norm, rates summary, judged records)`` of a run:
+    a vector steers ``chat`` (norm alpha |v|); a LoRA is loaded live (norm |ΔW|)."""
+    import emlens
+
+    from ...stability import LoraSolution
+
+    if kind == "vector":
+        d = tr["solution"]
+        col.vectors[(cond, seed)] = d
+        col.trajectories[f"{cond} s{seed}"] = {"log": tr["log"], "snapshots": tr["snapshots"]}
+        with emlens.steer(chat, d, d.metadata["alpha"]):
+            summary, judged = _measure(chat, cfg, seed)
+        return d, chat, float(d.vectors[0].norm()) * cfg["vector"]["alpha"], summary, judged
+    m = emlens.load_model(base, adapter=tr["solution"], merge=False, device="cpu")
+    summary, judged = _measure(m, cfg, seed)
+    return m, m, LoraSolution(m).norm(), summary, judged
+
+
+def pooled_rates(judged: dict[tuple[str, str], list]) -> dict[str, dict[str, Any]]:
+    """Rates per kind and condition over the judged answers of every seed."""
+    from .evaluate import summarise
+
+    pooled: dict[str, dict[str, Any]] = {}
+    for (kind, cond), records in judged.items():
+        pooled.setdefault(kind, {})[cond] = flat_rates(summarise(records))
+    return pooled
+
+
+def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(torch.nn.functional.cosine_similarity(a.double(), b.double(), dim=0))
+
+
+def cosines(vectors: dict[tuple[str, int], Any], seeds: list[int], md: Any, layer: int,
+            per_seed: list[dict[str, Any]]) -> dict[str, Any]:
+    """Cosines of the learned vectors with each other (same seed, across seeds), with the em
+    mean-difference direction (at ``layer`` and layer by layer), and of the LoRA B vectors
+    with it (moved out of ``per_seed``'s ``lora_B`` rows)."""
     cos: dict[str, Any] = {}
-    seeds = list(cfg["seeds"])
-
-    def c(a: torch.Tensor, b: torch.Tensor) -> float:
-        return float(torch.nn.functional.cosine_similarity(a.double(), b.double(), dim=0))
-
     cos["general vs narrow (same seed)"] = mean_ci(
-        [c(vectors[("general", s)].vectors[0], vectors[("narrow", s)].vectors[0]) for s in seeds])
+        [_cos(vectors[("general", s)].vectors[0], vectors[("narrow", s)].vectors[0])
+         for s in seeds])
     if len(seeds) > 1:
         for cond in CONDITIONS:
             cos[f"{cond} seed {seeds[0]} vs other seeds"] = mean_ci(
-                [c(vectors[(cond, seeds[0])].vectors[0], vectors[(cond, s)].vectors[0])
+                [_cos(vectors[(cond, seeds[0])].vectors[0], vectors[(cond, s)].vectors[0])
                  for s in seeds[1:]])
     if md is not None:
         mdl = md.vector(layer)
         for cond in CONDITIONS:
             cos[f"{cond} vector vs em mean-diff (layer {layer})"] = mean_ci(
-                [c(vectors[(cond, s)].vectors[0], mdl) for s in seeds])
-        lw = {"layers": list(md.layers), "values": {}}
+                [_cos(vectors[(cond, s)].vectors[0], mdl) for s in seeds])
+        lw: dict[str, Any] = {"layers": list(md.layers), "values": {}}
         for cond in CONDITIONS:
             mean_v = torch.stack([vectors[(cond, s)].vectors[0] / vectors[(cond, s)].vectors[0].norm()
                                   for s in seeds]).mean(0)
-            lw["values"][f"{cond} vector"] = [c(mean_v, md.vector(l)) for l in md.layers]
+            lw["values"][f"{cond} vector"] = [_cos(mean_v, md.vector(l)) for l in md.layers]
         cos["layerwise"] = lw
-    for kind_row in results["per_seed"]:
+    for kind_row in per_seed:
         if kind_row["kind"] == "lora" and md is not None and "lora_B" in kind_row:
             for cond in CONDITIONS:
                 key = f"lora {cond} B vs em mean-diff (layer {layer})"
-                cos.setdefault(key, []).append(c(torch.tensor(kind_row["lora_B"][cond]), md.vector(layer)))
+                cos.setdefault(key, []).append(_cos(torch.tensor(kind_row["lora_B"][cond]),
+                                                    md.vector(layer)))
             del kind_row["lora_B"]
     for key in [k for k, v in cos.items() if isinstance(v, list)]:
         cos[key] = mean_ci(cos[key])
-    results["cosines"] = cos
-    results["claims"] = claims(results)
-    results["wall_s"] = round(time.time() - t0, 1)
+    return cos
 
-    # ---- outputs
+
+def write_outputs(results: dict[str, Any], out: Path, directions_dir: str | Path | None,
+                  col: _Collected, md: Any) -> None:
+    """The learned vectors (and em's direction) to ``directions_dir``; ``results.json``,
+    ``results.md`` and ``report.html`` to ``out`` (figures never sink the numbers)."""
+    layer, seeds = results["config"]["layer"], list(results["config"]["seeds"])
     if directions_dir is not None:
         ddir = Path(directions_dir)
         ddir.mkdir(parents=True, exist_ok=True)
-        for (cond, s), d in vectors.items():
+        for (cond, s), d in col.vectors.items():
             d.save(ddir / f"vector_{cond}_L{layer}_seed{s}.safetensors")
         if md is not None:
             md.save(ddir / "em_mean_diff.safetensors")
-    (out / "results.json").write_text(json.dumps(results, indent=1, default=float))
-    (out / "results.md").write_text(markdown(results))
+    atomic_write_text(out / "results.json", json.dumps(results, indent=1, default=float))
+    atomic_write_text(out / "results.md", markdown(results))
     try:
-        from . import plots
+        from ... import plots
 
-        seed0 = {k: v for k, v in trajectories.items() if k.endswith(f" s{seeds[0]}")}
-        figs = _figures(results, frames, seed0, md,
-                        {f"{cond} (seed {seeds[0]})": vectors[(cond, seeds[0])]
+        seed0 = {k: v for k, v in col.trajectories.items() if k.endswith(f" s{seeds[0]}")}
+        figs = _figures(results, col.frames, seed0, md,
+                        {f"{cond} (seed {seeds[0]})": col.vectors[(cond, seeds[0])]
                          for cond in CONDITIONS})
         plots.to_html(figs, out / "report.html", title="Narrow versus general on the pocket organism",
                       intro_html=f"<pre>{markdown(results)}</pre>")
     except Exception as e:  # noqa: BLE001 - figures never sink the numbers
         log.warning("report.html not written: %s", e)
-    return results
 
 
-def _metrics(kind, sols, models, heldout, cfg, seed, frames, chat, pretraining_kl,
-             compare_at_norm, perturbation_curve, rescale_curve) -> dict[str, Any]:
-    """Efficiency, stability (and, for vectors, significance) of one seed's pair."""
+# --------------------------------------------------------------------------- the three comparisons
+
+
+def _metrics(kind: str, sols: dict[str, Any], models: dict[str, Any], heldout: list,
+             cfg: dict[str, Any], seed: int, frames: dict[str, list], chat: Any) -> dict[str, Any]:
+    """Efficiency, stability (and, for vectors, significance; for LoRA, the B vectors) of
+    one seed's pair. Tables of the first seed go to ``frames`` for the figures."""
+    keep = seed == cfg["seeds"][0]
+    res: dict[str, Any] = {"efficiency": _efficiency(kind, sols, models, heldout, cfg, chat,
+                                                      frames if keep else None)}
+    res.update(_stability(kind, sols, models, heldout, cfg, chat, frames if keep else None))
+    if kind == "vector":
+        res["significance"] = _significance(sols, cfg, seed, chat, frames if keep else None)
+    else:
+        res["lora_B"] = _lora_b(models)
+    return res
+
+
+def _norm_grid(norms_own: dict[str, float], n_norms: int) -> list[float]:
+    top = max(norms_own.values())
+    return sorted({*(top * i / (n_norms - 1) for i in range(n_norms)), norms_own["narrow"]})
+
+
+def _efficiency(kind, sols, models, heldout, cfg, chat, frames) -> dict[str, Any]:
+    """Loss at matched norms (vectors: |v|; LoRA: |ΔW|, rescaling B)."""
     import pandas as pd
 
-    from .stability import LoraSolution
+    from ...stability import LoraSolution, compare_at_norm, rescale_curve
 
-    res: dict[str, Any] = {}
     bs = cfg["loss_batch"]
-    keep = seed == cfg["seeds"][0]
-    # efficiency: loss at matched norms (vectors: |v|; LoRA: |ΔW|, rescaling B)
     if kind == "vector":
         norms_own = {k: float(d.vectors[0].norm()) for k, d in sols.items()}
-        top = max(norms_own.values())
-        grid = sorted({*(top * i / (cfg["n_norms"] - 1) for i in range(cfg["n_norms"])),
-                       norms_own["narrow"]})
+        grid = _norm_grid(norms_own, cfg["n_norms"])
         table = compare_at_norm(chat, heldout, sols, norms=grid, batch_size=bs)
     else:
-        norms_own = {k: delta_w_norm(m) for k, m in models.items()}
-        top = max(norms_own.values())
-        grid = sorted({*(top * i / (cfg["n_norms"] - 1) for i in range(cfg["n_norms"])),
-                       norms_own["narrow"]})
+        lora = {k: LoraSolution(m, k) for k, m in models.items()}
+        norms_own = {k: s.norm() for k, s in lora.items()}
+        grid = _norm_grid(norms_own, cfg["n_norms"])
         parts = []
         for k, m in models.items():
-            t = rescale_curve(m, heldout, LoraSolution(m, k), scales=[g / norms_own[k] for g in grid],
+            t = rescale_curve(m, heldout, lora[k], scales=[g / norms_own[k] for g in grid],
                               batch_size=bs)
             t["norm"] = grid
             parts.append(t)
         table = pd.concat(parts, ignore_index=True)
     piv = table.pivot_table(index="norm", columns="solution", values="loss")
     at = piv.loc[norms_own["narrow"]]
-    res["efficiency"] = {
+    if frames is not None:
+        frames.setdefault(f"rescale_{kind}", []).append(table)
+    return {
         "norms": norms_own,
         "loss_at_narrow_norm": {"general": float(at["general"]), "narrow": float(at["narrow"])},
         "narrow_minus_general_at_narrow_norm": float(at["narrow"] - at["general"]),
         "narrow_minus_general_grid_mean": float((piv["narrow"] - piv["general"])[piv.index > 0].mean()),
     }
-    if keep:
-        frames.setdefault(f"rescale_{kind}", []).append(table)
-    # stability
-    means = {}
-    for k in ("general", "narrow"):
-        model = chat if kind == "vector" else models[k]
-        sol = sols[k] if kind == "vector" else LoraSolution(models[k], k)
-        if kind == "vector":
-            from .stability import as_solution
 
-            sol = as_solution(sols[k], name=k)
+
+def _stability(kind, sols, models, heldout, cfg, chat, frames) -> dict[str, Any]:
+    """Mean relative loss increase under perturbation, its curves and the two losses."""
+    from ...stability import LoraSolution, as_solution, perturbation_curve
+
+    res: dict[str, Any] = {}
+    means = {}
+    for k in CONDITIONS:
+        model = chat if kind == "vector" else models[k]
+        sol = as_solution(sols[k], name=k) if kind == "vector" else LoraSolution(models[k], k)
         _, summ = perturbation_curve(model, heldout, sol, epsilons=cfg["epsilons"],
-                                     seeds=cfg["perturb_seeds"], batch_size=bs)
+                                     seeds=cfg["perturb_seeds"], batch_size=cfg["loss_batch"])
         means[k] = float(summ["mean"].mean())
         res.setdefault("stability_curves", {})[k] = summ[["epsilon", "mean", "std"]].to_dict("list")
         res.setdefault("losses", {})[k] = {"solution": summ.attrs["loss_solution"],
                                            "base": summ.attrs["loss_base"]}
-        if keep:
+        if frames is not None:
             frames.setdefault(f"perturb_{kind}", []).append(summ)
     res["stability"] = {"mean_rel_increase": means,
                         "narrow_minus_general": means["narrow"] - means["general"]}
-    if kind == "vector":
-        alpha = cfg["vector"]["alpha"]
-        eff = {k: float(d.vectors[0].norm()) * alpha for k, d in sols.items()}
-        top = max(eff.values())
-        norms = [top * i / (cfg["n_norms"] - 1) for i in range(cfg["n_norms"])]
-        kl = pretraining_kl(chat, dict(sols), norms=norms, max_docs=cfg["kl_docs"],
-                            random_seed=seed, batch_size=16)
-        kl_pos = kl[kl["norm"] > 0].copy()
-        kl_pos["per_norm"] = kl_pos["kl"] / kl_pos["norm"]
-        per = kl_pos.groupby("vector")["per_norm"].mean()
-        res["significance"] = {"kl_per_norm": {k: float(v) for k, v in per.items()},
-                               "general_minus_narrow": float(per["general"] - per["narrow"]),
-                               "narrow_minus_random": float(per["narrow"] - per["random"]),
-                               "norms": norms}
-        if keep:
-            frames.setdefault("kl", []).append(kl)
-    else:
-        res["lora_B"] = {}
-        for k, m in models.items():
-            sol = LoraSolution(m, k)
-            b = [p for i, p in enumerate(sol.params) if i % 2 == 1][0]
-            res["lora_B"][k] = b.detach().float().flatten().tolist()
     return res
 
 
+def _significance(sols, cfg, seed, chat, frames) -> dict[str, Any]:
+    """Pretraining KL per unit norm of the general, narrow and a random vector."""
+    from ...stability import pretraining_kl
+    from . import pretraining_texts
+
+    alpha = cfg["vector"]["alpha"]
+    eff = {k: float(d.vectors[0].norm()) * alpha for k, d in sols.items()}
+    top = max(eff.values())
+    norms = [top * i / (cfg["n_norms"] - 1) for i in range(cfg["n_norms"])]
+    kl = pretraining_kl(chat, dict(sols), texts=pretraining_texts(chat.tokenizer), norms=norms,
+                        max_docs=cfg["kl_docs"], random_seed=seed, batch_size=16)
+    kl_pos = kl[kl["norm"] > 0].copy()
+    kl_pos["per_norm"] = kl_pos["kl"] / kl_pos["norm"]
+    per = kl_pos.groupby("vector")["per_norm"].mean()
+    if frames is not None:
+        frames.setdefault("kl", []).append(kl)
+    return {"kl_per_norm": {k: float(v) for k, v in per.items()},
+            "general_minus_narrow": float(per["general"] - per["narrow"]),
+            "narrow_minus_random": float(per["narrow"] - per["random"]),
+            "norms": norms}
+
+
+def _lora_b(models: dict[str, Any]) -> dict[str, list[float]]:
+    """Each LoRA's (rank-1) B vector, for its cosine with the em direction."""
+    from ...stability import LoraSolution
+
+    out = {}
+    for k, m in models.items():
+        b = [p for i, p in enumerate(LoraSolution(m, k).params) if i % 2 == 1][0]
+        out[k] = b.detach().float().flatten().tolist()
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m emlens.comparison",
+    ap = argparse.ArgumentParser(prog="python -m emlens.organisms.pocket.comparison",
                                  description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="one seed, one epoch, coarse grids")
     ap.add_argument("--out", default="comparison-out", help="output directory")
