@@ -325,7 +325,8 @@ def main() -> None:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="emlens-bench-dir-") as tmp:
         path = build_tiny_model("qwen2", Path(tmp) / "qwen2-bench", seed=0, **SHAPE)
-        print(f"model {SHAPE}, torch threads {torch.get_num_threads()}", flush=True)
+        print(f"model {SHAPE}, torch threads {torch.get_num_threads()}, load average "
+              f"{os.getloadavg()[0]:.1f}; emlens from {Path(emlens.__file__).parent}", flush=True)
         print(f"throughput: {n_records} records, batch size {args.batch_size}", flush=True)
         tp = throughput(path, n_records, args.batch_size, args.chunks, args.also_unshimmed)
         print(f"memory: {sizes[0]} vs {sizes[1]} records, layer 0, batch size {args.batch_size}",

@@ -128,7 +128,7 @@ def main() -> None:
     import transformer_lens.model_bridge  # noqa: F401  (exclude import time)
 
     print(f"torch threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f} on "
-          f"{os.cpu_count()} cores", flush=True)
+          f"{os.cpu_count()} cores; emlens from {Path(emlens.__file__).parent}", flush=True)
     rows = []
     if not args.no_tiny:
         for arch in ARCHITECTURES:

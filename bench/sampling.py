@@ -159,7 +159,8 @@ def main() -> None:
     path = build_tiny_model("qwen2", root / "m", d_model=d_model, n_layers=layers, n_heads=8,
                             d_mlp=4 * d_model, vocab_size=32768)
     print(f"torch threads {torch.get_num_threads()}, load average "
-          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; emlens from "
+          f"{Path(emlens.__file__).parent}", flush=True)
     results = [measure("tiny-qwen2", path, batch, new_tokens, reps, args.also_unshimmed)]
     smol = None if args.no_smollm2 else smollm2_or_none()
     if smol is not None:
