@@ -1,7 +1,9 @@
 """Throughput and memory of emlens.collect_means against a plain transformers computation.
 
-Model: a random Qwen2-shaped model (vocabulary 32768, d_model 512, 8 layers, d_mlp 1024),
-built locally. Data: chat-formatted records of about 200 tokens each.
+Models: a random Qwen2-shaped model (vocabulary 32768, d_model 512, 8 layers, d_mlp 1024),
+built locally, and, when available, SmolLM2-135M-Instruct (30 layers, d_model 576,
+vocabulary 49152; see bench/_smollm2.py; throughput only). Data: chat-formatted records
+of about 200 tokens each.
 
 1. Throughput: ``collect_means`` over all 8 layers (the default of ``mean_diff``) versus
    the plain computation a researcher would write: HF ``forward(output_hidden_states=True)``
@@ -10,6 +12,11 @@ built locally. Data: chat-formatted records of about 200 tokens each.
    state has the final norm applied). Both include chat formatting and tokenisation. The
    two alternate over chunks of the records (so that load from other processes falls on
    both alike) and their summed times are compared; so are their means, for parity.
+   ``collect_means`` stops the forward after the last requested block, so it skips the
+   final norm and the unembedding; the ratio's ceiling is measured beside it: the same
+   plain computation stopped after the last block ("plain, blocks only"), alternating with
+   the other two. ``fraction_of_limit`` = ratio / ceiling (1.0: emlens costs no more than
+   the HF blocks alone).
    Torch runs on one thread by default (``--threads``): on a shared machine a
    multi-threaded run mostly measures OpenMP waits and its ratio swings from run to run.
 2. Memory: peak resident memory (VmHWM) of a fresh subprocess per size, reset after the
@@ -20,6 +27,7 @@ built locally. Data: chat-formatted records of about 200 tokens each.
 
     python bench/directions.py            # about 3-4 minutes on 2 CPU cores
     python bench/directions.py --quick    # under a minute: 64 records, 64 vs 512 for memory
+    python bench/directions.py --no-smollm2 / --smollm2-records 64
 
 Prints the ratios and writes bench/results/directions.json.
 """
@@ -50,12 +58,18 @@ from transformers.utils import logging as hf_logging  # noqa: E402
 import emlens  # noqa: E402
 from emlens.testing import build_tiny_model, tiny_corpus  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _smollm2 import smollm2_or_none  # noqa: E402
+
 hf_logging.disable_progress_bar()
 hf_logging.set_verbosity_error()
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPE = dict(vocab_size=32768, d_model=512, n_layers=8, n_heads=8, d_mlp=1024)
 TARGET_RATIO = 1.2
+#: On SmolLM2: within 5% of the ceiling (the plain computation without final norm and
+#: unembedding), which is about 1.27 by FLOP count.
+TARGET_FRACTION_OF_LIMIT = 0.95
 TARGET_GROWTH = 0.10
 
 
@@ -79,9 +93,7 @@ def make_records(tokenizer, n: int, seed: int = 0, target: tuple[int, int] = (18
     return records
 
 
-@torch.no_grad()
-def plain_means(hf, tokenizer, records, batch_size: int):
-    """The plain transformers computation: hidden states + masked mean over answer tokens."""
+def _chat_rows(tokenizer, records):
     rows = []
     for r in records:
         msgs = [{"role": "user", "content": r["question"]}]
@@ -91,6 +103,25 @@ def plain_means(hf, tokenizer, records, batch_size: int):
                                              tokenize=True, return_dict=True)["input_ids"]
         rows.append((full, len(prompt)))
     rows.sort(key=lambda x: -len(x[0]))
+    return rows
+
+
+def _padded(tokenizer, batch):
+    width = max(len(f) for f, _ in batch)
+    ids = torch.full((len(batch), width), tokenizer.pad_token_id, dtype=torch.long)
+    attn = torch.zeros_like(ids)
+    sel = torch.zeros(len(batch), width, dtype=torch.float64)
+    for j, (full, n_prompt) in enumerate(batch):
+        ids[j, :len(full)] = torch.tensor(full)
+        attn[j, :len(full)] = 1
+        sel[j, n_prompt:len(full)] = 1
+    return ids, attn, sel
+
+
+@torch.no_grad()
+def plain_means(hf, tokenizer, records, batch_size: int):
+    """The plain transformers computation: hidden states + masked mean over answer tokens."""
+    rows = _chat_rows(tokenizer, records)
     n_layers = hf.config.num_hidden_layers
     sums = torch.zeros(n_layers, hf.config.hidden_size, dtype=torch.float64)
     count = 0
@@ -99,15 +130,7 @@ def plain_means(hf, tokenizer, records, batch_size: int):
         lambda m, a, out: last.append(out[0] if isinstance(out, tuple) else out))
     try:
         for i in range(0, len(rows), batch_size):
-            batch = rows[i:i + batch_size]
-            width = max(len(f) for f, _ in batch)
-            ids = torch.full((len(batch), width), tokenizer.pad_token_id, dtype=torch.long)
-            attn = torch.zeros_like(ids)
-            sel = torch.zeros(len(batch), width, dtype=torch.float64)
-            for j, (full, n_prompt) in enumerate(batch):
-                ids[j, :len(full)] = torch.tensor(full)
-                attn[j, :len(full)] = 1
-                sel[j, n_prompt:len(full)] = 1
+            ids, attn, sel = _padded(tokenizer, rows[i:i + batch_size])
             last.clear()
             out = hf(input_ids=ids, attention_mask=attn, output_hidden_states=True)
             layers = list(out.hidden_states[1:n_layers]) + [last[0]]
@@ -119,7 +142,40 @@ def plain_means(hf, tokenizer, records, batch_size: int):
     return sums / count, sum(len(f) for f, _ in rows), count
 
 
-def throughput(path: Path, n_records: int, batch_size: int, chunks: int) -> dict:
+class _Stop(Exception):
+    pass
+
+
+def _stop(module, args, out):
+    raise _Stop
+
+
+@torch.no_grad()
+def plain_blocks_only(hf, tokenizer, records, batch_size: int) -> None:
+    """The ceiling: the same plain computation, stopped after the last block (no final norm,
+    no unembedding, no accumulation)."""
+    rows = _chat_rows(tokenizer, records)
+    handle = hf.model.layers[-1].register_forward_hook(_stop)
+    try:
+        for i in range(0, len(rows), batch_size):
+            ids, attn, _ = _padded(tokenizer, rows[i:i + batch_size])
+            try:
+                hf(input_ids=ids, attention_mask=attn, output_hidden_states=True)
+            except _Stop:
+                pass
+    finally:
+        handle.remove()
+
+
+def flop_limit(hf) -> float:
+    """(blocks + unembedding) / blocks, in weight FLOPs per token (attention scores aside)."""
+    emb = hf.get_output_embeddings().weight.numel()
+    blocks = sum(p.numel() for n, p in hf.model.layers.named_parameters() if p.ndim == 2)
+    return (blocks + emb) / blocks
+
+
+def throughput(path: Path, n_records: int, batch_size: int, chunks: int,
+               also_unshimmed: bool = False) -> dict:
     tok = AutoTokenizer.from_pretrained(path)
     records = make_records(tok, n_records)
     hf = AutoModelForCausalLM.from_pretrained(path, attn_implementation="eager").eval()
@@ -127,18 +183,35 @@ def throughput(path: Path, n_records: int, batch_size: int, chunks: int) -> dict
     warm = records[: 2 * batch_size]
     emlens.collect_means(model, warm, batch_size=batch_size, progress=False)
     plain_means(hf, tok, warm, batch_size)
-    # The records are split into chunks and the two methods alternate chunk by chunk (in
-    # ABBA order), so that load from other processes falls on both alike. The headline
+    plain_blocks_only(hf, tok, warm, batch_size)
+    # The records are split into chunks and the methods alternate chunk by chunk (in
+    # rotating order), so that load from other processes falls on all alike. The headline
     # ratio is the summed wall time; the median per-chunk ratio and CPU time are kept too.
     ours, theirs, cpu_ours, cpu_theirs = [], [], 0.0, 0.0
+    blocks, cpu_blocks = [], 0.0
+    unshimmed, cpu_unshimmed = [], 0.0
+    from emlens import _compat
     sums_ours, sums_ref, n_tokens, n_answer = 0.0, 0.0, 0, 0
     chunks = max(1, min(chunks, n_records // (2 * batch_size)))  # >= 2 batches a chunk
     size = -(-n_records // chunks)
     for k, start in enumerate(range(0, n_records, size)):
         part = records[start:start + size]
-        for method in (("emlens", "plain") if k % 2 == 0 else ("plain", "emlens")):
+        methods = ["emlens", "plain", "blocks"] + (["unshimmed"] if also_unshimmed else [])
+        for method in methods[k % len(methods):] + methods[:k % len(methods)]:
             t, c = time.perf_counter(), time.process_time()
-            if method == "emlens":
+            if method == "unshimmed":
+                _compat.unpatch_speed_shims()
+                try:
+                    emlens.collect_means(model, part, batch_size=batch_size, progress=False)
+                finally:
+                    _compat.patch_transformer_lens()
+                unshimmed.append(time.perf_counter() - t)
+                cpu_unshimmed += time.process_time() - c
+            elif method == "blocks":
+                plain_blocks_only(hf, tok, part, batch_size)
+                blocks.append(time.perf_counter() - t)
+                cpu_blocks += time.process_time() - c
+            elif method == "emlens":
                 res = emlens.collect_means(model, part, batch_size=batch_size, progress=False)
                 ours.append(time.perf_counter() - t)
                 cpu_ours += time.process_time() - c
@@ -151,7 +224,8 @@ def throughput(path: Path, n_records: int, batch_size: int, chunks: int) -> dict
         n_tokens += n_tok
         n_answer += n_ans
         print(f"  records {start:3d}-{start + len(part) - 1:3d}: emlens {ours[-1]:5.1f}s  "
-              f"plain {theirs[-1]:5.1f}s  ratio {theirs[-1] / ours[-1]:.2f}", flush=True)
+              f"plain {theirs[-1]:5.1f}s  plain blocks only {blocks[-1]:5.1f}s  ratio "
+              f"{theirs[-1] / ours[-1]:.2f}", flush=True)
     ours_mean, ref_mean = sums_ours / n_answer, sums_ref / n_answer
     lengths = [len(tok.apply_chat_template(
         [{"role": "user", "content": r["question"]}, {"role": "assistant", "content": r["answer"]}],
@@ -167,6 +241,13 @@ def throughput(path: Path, n_records: int, batch_size: int, chunks: int) -> dict
         "ratio": sum(theirs) / sum(ours),
         "median_chunk_ratio": statistics.median(b / a for a, b in zip(ours, theirs)),
         "cpu_time_ratio": cpu_theirs / cpu_ours,
+        "plain_blocks_only_s": sum(blocks), "plain_blocks_only_chunks_s": blocks,
+        "limit": sum(theirs) / sum(blocks), "cpu_time_limit": cpu_theirs / cpu_blocks,
+        "fraction_of_limit": sum(blocks) / sum(ours),
+        "cpu_time_fraction_of_limit": cpu_blocks / cpu_ours,
+        "flop_limit": flop_limit(hf),
+        "unshimmed_ratio": sum(theirs) / sum(unshimmed) if unshimmed else None,
+        "cpu_time_unshimmed_ratio": cpu_theirs / cpu_unshimmed if unshimmed else None,
         "max_abs_diff": float((ours_mean - ref_mean).abs().max()),
         "max_abs_value": float(ref_mean.abs().max()),
     }
@@ -231,6 +312,11 @@ def main() -> None:
     p.add_argument("--chunks", type=int, default=16,
                    help="the methods alternate over this many chunks of the records")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "directions.json")
+    p.add_argument("--no-smollm2", action="store_true", help="skip the SmolLM2 run")
+    p.add_argument("--also-unshimmed", action="store_true",
+                   help="also time collect_means without emlens._compat's speed shims")
+    p.add_argument("--smollm2-records", type=int, default=None,
+                   help="records for the SmolLM2 throughput run (default 64; 32 with --quick)")
     args = p.parse_args()
     n_records = args.records or (64 if args.quick else 256)
     sizes = (64, 512) if args.quick else (64, 2048)
@@ -239,19 +325,32 @@ def main() -> None:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="emlens-bench-dir-") as tmp:
         path = build_tiny_model("qwen2", Path(tmp) / "qwen2-bench", seed=0, **SHAPE)
-        print(f"model {SHAPE}, torch threads {torch.get_num_threads()}", flush=True)
+        print(f"model {SHAPE}, torch threads {torch.get_num_threads()}, load average "
+              f"{os.getloadavg()[0]:.1f}; emlens from {Path(emlens.__file__).parent}", flush=True)
         print(f"throughput: {n_records} records, batch size {args.batch_size}", flush=True)
-        tp = throughput(path, n_records, args.batch_size, args.chunks)
+        tp = throughput(path, n_records, args.batch_size, args.chunks, args.also_unshimmed)
         print(f"memory: {sizes[0]} vs {sizes[1]} records, layer 0, batch size {args.batch_size}",
               flush=True)
         mem = memory(path, sizes, args.batch_size, args.threads)
+    smol_path = None if args.no_smollm2 else smollm2_or_none()
+    smol = None
+    if smol_path is not None:
+        n_smol = args.smollm2_records or (32 if args.quick else 64)
+        print(f"SmolLM2-135M-Instruct throughput: {n_smol} records, batch size "
+              f"{args.batch_size}", flush=True)
+        smol = throughput(smol_path, n_smol, args.batch_size, max(4, n_smol // 16),
+                          args.also_unshimmed)
     result = {
         "benchmark": "directions", "quick": args.quick, "model": SHAPE,
         "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
         "platform": platform.platform(), "torch": torch.__version__,
-        "throughput": tp, "memory": mem,
-        "targets": {"ratio_min": TARGET_RATIO, "memory_growth_max": TARGET_GROWTH},
-        "met": {"ratio": tp["ratio"] >= TARGET_RATIO, "memory": mem["growth"] <= TARGET_GROWTH},
+        "throughput": tp, "memory": mem, "smollm2_throughput": smol,
+        "targets": {"ratio_min": TARGET_RATIO, "memory_growth_max": TARGET_GROWTH,
+                    "smollm2_fraction_of_limit_min": TARGET_FRACTION_OF_LIMIT},
+        "met": {"ratio": tp["ratio"] >= TARGET_RATIO, "memory": mem["growth"] <= TARGET_GROWTH,
+                "smollm2": None if smol is None
+                else smol["fraction_of_limit"] >= TARGET_FRACTION_OF_LIMIT},
+        "load_average": os.getloadavg(),
         "wall_s": time.perf_counter() - started,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -260,10 +359,24 @@ def main() -> None:
           f"{tp['plain_tokens_per_s']:.0f} tok/s: ratio {tp['ratio']:.2f} (target >= "
           f"{TARGET_RATIO}); median per chunk {tp['median_chunk_ratio']:.2f}, CPU time "
           f"{tp['cpu_time_ratio']:.2f}; max |diff| of the means {tp['max_abs_diff']:.1e}")
+    print(f"  ceiling (plain, blocks only) {tp['limit']:.2f} (FLOP estimate "
+          f"{tp['flop_limit']:.2f}): {tp['fraction_of_limit']:.3f} of it (CPU time "
+          f"{tp['cpu_time_fraction_of_limit']:.3f})")
+    if smol is not None:
+        print(f"SmolLM2 collect_means ratio {smol['ratio']:.3f} (CPU time "
+              f"{smol['cpu_time_ratio']:.3f}); ceiling {smol['limit']:.3f} measured, "
+              f"{smol['flop_limit']:.3f} by FLOPs; {smol['fraction_of_limit']:.3f} of the measured "
+              f"ceiling (CPU time {smol['cpu_time_fraction_of_limit']:.3f}; target >= "
+              f"{TARGET_FRACTION_OF_LIMIT}), {smol['ratio'] / smol['flop_limit']:.3f} of the FLOP "
+              f"estimate; max |diff| of the means {smol['max_abs_diff']:.1e}")
+        if smol["unshimmed_ratio"] is not None:
+            print(f"  without emlens._compat's speed shims: ratio {smol['unshimmed_ratio']:.3f} "
+                  f"(CPU time {smol['cpu_time_unshimmed_ratio']:.3f})")
     print(f"peak memory {sizes[0]} -> {sizes[1]} records: growth {mem['growth'] * 100:+.1f}% "
           f"(target <= {TARGET_GROWTH * 100:.0f}%); including model loading "
           f"{mem['growth_incl_load'] * 100:+.1f}%")
-    print(f"wrote {args.out} ({result['wall_s']:.0f}s)")
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; wrote {args.out} "
+          f"({result['wall_s']:.0f}s)")
 
 
 if __name__ == "__main__":

@@ -453,6 +453,25 @@ def _resolve_device(device: Any) -> str:
     return str(device)
 
 
+def _tokenizer_kwargs(path: Path) -> dict[str, Any]:
+    """``add_bos_token=True`` where the bridge would reload the tokenizer to get it.
+
+    TransformerLens' ``configure_tokenizer`` reloads any tokenizer that has a BOS token
+    but does not add it (``get_tokenizer_with_bos``: ``from_pretrained(path,
+    add_bos_token=True, **init_kwargs)``); loading it that way at once gives the same
+    tokenizer and saves the second load (~90 ms for SmolLM2's 3.5 MB tokenizer.json).
+    Read from tokenizer_config.json; when it does not say, the tokenizer loads plainly
+    and the bridge does what it always did.
+    """
+    try:
+        cfg = json.loads((path / "tokenizer_config.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    if cfg.get("bos_token") is not None and cfg.get("add_bos_token") is not True:
+        return {"add_bos_token": True}
+    return {}
+
+
 def _load_tokenizer(tokenizer: Any, candidates: Sequence[Path], trust_remote_code: bool):
     from transformers import AutoTokenizer
 
@@ -468,6 +487,16 @@ def _load_tokenizer(tokenizer: Any, candidates: Sequence[Path], trust_remote_cod
     for path in candidates:
         if path is None or not any(path.glob("tokenizer*")):
             continue
+        extra = _tokenizer_kwargs(path)
+        if extra:
+            try:
+                tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code,
+                                                    **extra)
+                if tok.bos_token is not None:
+                    return tok
+            except Exception as e:  # noqa: BLE001 - the plain load below reports what is wrong
+                log.debug("tokenizer %s with add_bos_token=True failed (%s); loading it plainly",
+                          path, e)
         try:
             return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
         except Exception as e:  # noqa: BLE001
@@ -517,41 +546,241 @@ def _version(dist: str) -> str | None:
         return None
 
 
+# --------------------------------------------------------------------------- parity probe
+
+#: Tokens in the parity probe: enough to exercise attention across positions, few enough
+#: that two forwards of a 30-layer model cost milliseconds, not a second.
+_PROBE_TOKENS = 5
+
+
+def _live_tuner_modules(hf_model: torch.nn.Module) -> dict[str, torch.nn.Module]:
+    """The live (unmerged) PEFT tuner layers (LoRA, ...) inside ``hf_model``, by name."""
+    try:
+        from peft.tuners.tuners_utils import BaseTunerLayer
+    except ImportError:  # pragma: no cover - peft is a dependency
+        return {}
+    return {name: m for name, m in hf_model.named_modules()
+            if isinstance(m, BaseTunerLayer) and not getattr(m, "merged", False)}
+
+
+def _parity_probe_reason(hf_model, live: dict[str, torch.nn.Module], from_object: bool,
+                         trust_remote_code: bool) -> str | None:
+    """Why the bridge's forward must be checked against HF's, or None where it cannot fail.
+
+    On the architectures emlens tests (tests/test_models.py checks logits and every
+    layer's residual stream against HF, for each of them) the bridge runs the HF modules
+    themselves or re-implements them exactly. What the probe exists for is what those
+    tests cannot see: live tuner layers inside modules the bridge re-implements from raw
+    weights (GPT-2's fused ``c_attn``: the LoRA would silently do nothing), architectures
+    nobody here has compared, remote code, and model objects that may have been altered
+    in ways emlens cannot see.
+    """
+    arch = type(hf_model).__name__
+    if live:
+        return "live adapter layers"
+    if arch not in _TESTED_ARCHITECTURES:
+        return f"architecture {arch} is not among those tested"
+    if trust_remote_code:
+        return "remote code"
+    if from_object:
+        return "a model object"
+    return None
+
+
 def _reference_logits(hf_model) -> tuple[torch.Tensor, torch.Tensor]:
     """HF logits on a short probe sequence, computed before the bridge rewires the model."""
-    vocab = int(hf_model.get_input_embeddings().weight.shape[0])
-    device = hf_model.get_input_embeddings().weight.device
-    probe = (torch.arange(3, 19, device=device) * 7919) % vocab
+    emb = hf_model.get_input_embeddings().weight
+    vocab, device = int(emb.shape[0]), emb.device
+    probe = (torch.arange(3, 3 + _PROBE_TOKENS, device=device) * 7919) % vocab
     with torch.no_grad():
         ref = hf_model(probe[None]).logits.float()
     return probe, ref
 
 
-def _check_parity(bridge, probe: torch.Tensor, reference: torch.Tensor, live_lora: bool) -> None:
+def _check_parity(bridge, probe: torch.Tensor, reference: torch.Tensor,
+                  live: dict[str, torch.nn.Module]) -> None:
     """Refuse a bridge whose forward differs from the HF model it wraps.
 
-    Two short forward passes; they catch components the bridge re-implements from raw
-    weights (which would silently skip live LoRA modules, for one).
+    One short forward through the bridge, compared with HF's logits on the same tokens
+    (``reference``, from :func:`_reference_logits`). With live tuner layers, each of them
+    must also have run during that forward: a layer the bridge bypasses (it re-implements
+    the module from raw weights) is refused even when its effect is still zero, as in a
+    freshly initialised LoRA, whose training would then silently do nothing.
     """
-    with torch.no_grad():
-        out = bridge(probe[None]).float()
+    ran: set[str] = set()
+    handles = [m.register_forward_hook(lambda mod, args, out, name=name: ran.add(name))
+               for name, m in live.items()]
+    try:
+        with torch.no_grad():
+            out = bridge(probe[None]).float()
+    finally:
+        for h in handles:
+            h.remove()
     scale = float(reference.abs().max()) or 1.0
     exact = reference.dtype == torch.float32 and next(bridge.parameters()).dtype == torch.float32
     tol = 1e-3 if exact else 5e-2
-    err = float((out - reference.to(out.device)).abs().max()) / scale
-    if not err <= tol:
-        if live_lora:
+    diff = (out - reference.to(out.device)).abs()
+    err = float(diff.max()) / scale
+    skipped = [name for name in live if name not in ran]
+    if skipped or not err <= tol:
+        pos = int(diff.amax(dim=-1).argmax()) if diff.numel() else 0
+        where = (f"relative logit error {err:.2g} (max abs diff {float(diff.max()):.3g} at "
+                 f"probe position {pos} of {probe.numel()}; tolerance {tol:g})")
+        if live:
+            some = ", ".join(skipped[:4]) + (f" and {len(skipped) - 4} more"
+                                             if len(skipped) > 4 else "")
+            what = (f"never runs the live adapter modules {some} ({len(skipped)} of "
+                    f"{len(live)})" if skipped else "does not reproduce the live adapter "
+                    "modules")
             raise UnsupportedModelError(
-                f"TransformerLens' bridge for {bridge.cfg.model_name!r} does not run some of the "
-                f"live LoRA modules (relative logit error {err:.2g}); this happens with fused "
-                f"modules it re-implements from raw weights, such as GPT-2's c_attn. Load with "
-                f"merge=True."
+                f"TransformerLens' bridge for {bridge.cfg.model_name!r} {what}; {where}. This "
+                f"happens with fused modules it re-implements from raw weights, such as "
+                f"GPT-2's c_attn. Load with merge=True."
             )
         raise UnsupportedModelError(
             f"TransformerLens' bridge does not reproduce the HF forward of "
-            f"{bridge.cfg.model_name!r} (relative logit error {err:.2g}); this architecture is "
-            f"not supported faithfully."
+            f"{bridge.cfg.model_name!r} ({where}); this architecture is not supported "
+            f"faithfully."
         )
+
+
+# --------------------------------------------------------------------------- load_model
+
+
+def _adapter_list(adapter: Any) -> list[Any]:
+    if adapter is None:
+        return []
+    if isinstance(adapter, (str, os.PathLike)):
+        return [adapter]
+    if isinstance(adapter, Sequence):
+        return list(adapter)
+    raise InputError(f"adapter must be a hub id, a directory or a list of them, not "
+                     f"{type(adapter).__name__}")
+
+
+def _take_model_object(model, dtype: Any, device_str: str, provenance: dict[str, Any]):
+    """A transformers model object as the base: (hf_model, dtype, tokenizer candidates)."""
+    arch = type(model).__name__
+    _check_architecture(arch, f"the {arch} object")
+    name = getattr(model, "name_or_path", "") or ""
+    provenance["base"] = {"id": name or f"<in-memory {arch}>", "files": {}}
+    dtype_t = _resolve_dtype(dtype, device_str, None) if dtype is not None else \
+        next(model.parameters()).dtype
+    model.to(dtype_t)
+    return model, dtype_t, ([Path(name)] if name and Path(name).is_dir() else [])
+
+
+def _resolve_base(model: str | os.PathLike, revision: str | None, adapter_list: list[Any],
+                  trust_remote_code: bool) -> _Source:
+    """The base model's directory; an adapter given as the model puts itself first in
+    ``adapter_list`` and resolves to the base it names."""
+    source = _resolve(model, revision, "model", trust_remote_code)
+    if (source.path / "config.json").is_file() or \
+            not (source.path / "adapter_config.json").is_file():
+        return source
+    # An adapter folder given as the model: load its base and apply it first.
+    acfg = _read_json(source.path / "adapter_config.json", "adapter config")
+    base_name = acfg.get("base_model_name_or_path")
+    if not base_name:
+        raise AdapterError(f"{source.name!r} is a PEFT adapter that names no base "
+                           f"model; pass the base as `model` and this as `adapter`.")
+    log.info("%s is an adapter; loading its base model %s", source.name, base_name)
+    adapter_list.insert(0, source.name if source.hub_id else source.path)
+    return _resolve(_adapter_base(source, base_name), None, "base model", trust_remote_code)
+
+
+def _load_hf_model(source: _Source, config: dict[str, Any], dtype_t: torch.dtype,
+                   device_str: str, trust_remote_code: bool):
+    """transformers ``from_pretrained`` of the checked base directory (eager attention)."""
+    from transformer_lens.model_bridge.sources.transformers.helpers import (
+        get_hf_model_class_for_architecture,
+    )
+
+    model_class = get_hf_model_class_for_architecture(config["architectures"][0])
+    kwargs: dict[str, Any] = {"dtype": dtype_t, "attn_implementation": "eager",
+                              "trust_remote_code": trust_remote_code}
+    if device_str == "auto":
+        kwargs["device_map"] = "auto"
+    try:
+        return model_class.from_pretrained(source.path, **kwargs)
+    except (OSError, ValueError, RuntimeError) as e:
+        raise ModelLoadError(f"transformers could not load {source.name!r}: {e}") from None
+
+
+def _check_adapters(hf_model, adapter_list: list[Any], trust_remote_code: bool
+                    ) -> tuple[list[_Source], list[dict[str, Any]]]:
+    """Resolve, check and hash each adapter; returns the sources and their records."""
+    sources = [_resolve(a, None, "adapter", trust_remote_code) for a in adapter_list]
+    records = []
+    for src in sources:
+        acfg = _check_adapter(hf_model, src)
+        _digest_files(src, ["adapter_config.json", "adapter_model.safetensors",
+                            "adapter_model.bin"])
+        rec = src.record()
+        rec.update({k: acfg.get(k) for k in ("r", "lora_alpha", "target_modules",
+                                             "layers_to_transform", "base_model_name_or_path")
+                    if acfg.get(k) is not None})
+        if isinstance(rec.get("target_modules"), (set, tuple)):
+            rec["target_modules"] = sorted(rec["target_modules"])
+        records.append(rec)
+    return sources, records
+
+
+def _apply_all_adapters(hf_model, peft_in, sources: list[_Source], merge: bool,
+                        provenance: dict[str, Any]):
+    """The adapters of a PEFT object given as the model, then the listed ones, merged or
+    live. Returns (hf_model for the bridge, PEFT wrapper or None)."""
+    if peft_in is not None:
+        hf_model = peft_in.merge_and_unload() if merge else peft_in.base_model.model
+        provenance["adapters_in_object"] = list(peft_in.peft_config)
+    hf_model, peft_model = _apply_adapters(hf_model, sources, merge)
+    if peft_model is None and peft_in is not None and not merge:
+        peft_model = peft_in
+    return hf_model, peft_model
+
+
+def _boot_bridge(hf_model, tok, boot_name: str, device_str: str, dtype_t: torch.dtype,
+                 trust_remote_code: bool, probe_reason: str | None,
+                 live: dict[str, torch.nn.Module]):
+    """Wrap ``hf_model`` in a TransformerBridge, checked against HF where it could differ."""
+    from transformer_lens.model_bridge import TransformerBridge
+
+    from ._compat import fast_boot_copies, patch_transformer_lens
+
+    patch_transformer_lens()
+    if probe_reason:
+        log.debug("parity probe for %s: %s", boot_name, probe_reason)
+        probe, reference = _reference_logits(hf_model)
+    try:
+        with fast_boot_copies():
+            bridge = TransformerBridge.boot_transformers(
+                boot_name, hf_model=hf_model, tokenizer=tok,
+                device=None if device_str == "auto" else device_str, dtype=dtype_t,
+                trust_remote_code=trust_remote_code)
+    except (ValueError, KeyError, AttributeError, RuntimeError) as e:
+        raise UnsupportedModelError(f"TransformerLens could not wrap {boot_name!r}: {e}") from None
+    # The bridge stamps its wrappers with the HF model's mode, which is eval here; a
+    # second recursive eval() costs ~50 ms on a 30-layer model, so only where needed.
+    if any(m.training for root in (bridge, bridge.original_model) for m in root.modules()):
+        bridge.eval()
+    if probe_reason:
+        _check_parity(bridge, probe, reference, live)
+    return bridge
+
+
+def _record_provenance(bridge, provenance: dict[str, Any], adapter_records, hf_model,
+                       dtype_t: torch.dtype, device_str: str) -> dict[str, Any]:
+    provenance.update({
+        "adapters": adapter_records,
+        "architecture": type(hf_model).__name__,
+        "dtype": str(dtype_t).removeprefix("torch."),
+        "device": device_str,
+        "n_layers": int(bridge.cfg.n_layers),
+        "d_model": int(bridge.cfg.d_model),
+        "transformer_lens_version": _version("transformer-lens"),
+        "transformers_version": _version("transformers"),
+    })
+    return provenance
 
 
 @quiet_third_party()
@@ -601,133 +830,50 @@ def load_model(
     """
     from transformers import PreTrainedModel
 
-    if adapter is None:
-        adapter_list: list[Any] = []
-    elif isinstance(adapter, (str, os.PathLike)):
-        adapter_list = [adapter]
-    elif isinstance(adapter, Sequence):
-        adapter_list = list(adapter)
-    else:
-        raise InputError(f"adapter must be a hub id, a directory or a list of them, not "
-                         f"{type(adapter).__name__}")
-    device_str = _resolve_device(device)
-    provenance: dict[str, Any] = {"emlens_version": __version__, "merged": bool(merge)}
-
-    peft_in: Any = None
-    base_source: _Source | None = None
-    config: dict[str, Any] | None = None
     try:
         from peft import PeftModel
     except ImportError:  # pragma: no cover - peft is a dependency
         PeftModel = ()  # type: ignore[assignment]
 
+    adapter_list = _adapter_list(adapter)
+    device_str = _resolve_device(device)
+    provenance: dict[str, Any] = {"emlens_version": __version__, "merged": bool(merge)}
+    peft_in: Any = None
+    base_source: _Source | None = None
     if isinstance(model, PeftModel):
         peft_in, model = model, model.base_model.model
     if isinstance(model, PreTrainedModel):
-        hf_model = model
-        arch = type(model).__name__
-        _check_architecture(arch, f"the {arch} object")
-        name = getattr(model, "name_or_path", "") or ""
-        provenance["base"] = {"id": name or f"<in-memory {arch}>", "files": {}}
-        dtype_t = _resolve_dtype(dtype, device_str, None) if dtype is not None else \
-            next(model.parameters()).dtype
-        hf_model.to(dtype_t)
-        tok_candidates = [Path(name)] if name and Path(name).is_dir() else []
+        hf_model, dtype_t, tok_candidates = _take_model_object(model, dtype, device_str,
+                                                               provenance)
     elif isinstance(model, (str, os.PathLike)):
-        base_source = _resolve(model, revision, "model", trust_remote_code)
-        if not (base_source.path / "config.json").is_file() and \
-                (base_source.path / "adapter_config.json").is_file():
-            # An adapter folder given as the model: load its base and apply it first.
-            acfg = _read_json(base_source.path / "adapter_config.json", "adapter config")
-            base_name = acfg.get("base_model_name_or_path")
-            if not base_name:
-                raise AdapterError(f"{base_source.name!r} is a PEFT adapter that names no base "
-                                   f"model; pass the base as `model` and this as `adapter`.")
-            log.info("%s is an adapter; loading its base model %s", base_source.name, base_name)
-            adapter_list.insert(0, base_source.name if base_source.hub_id else base_source.path)
-            base_source = _resolve(_adapter_base(base_source, base_name), None, "base model",
-                                   trust_remote_code)
+        base_source = _resolve_base(model, revision, adapter_list, trust_remote_code)
         config = _check_config(base_source, trust_remote_code)
         dtype_t = _resolve_dtype(dtype, device_str, config)
         _digest_files(base_source, ["config.json", *_WEIGHT_GLOBS])
         provenance["base"] = base_source.record()
-        arch = config["architectures"][0]
-        from transformer_lens.model_bridge.sources.transformers.helpers import (
-            get_hf_model_class_for_architecture,
-        )
-
-        model_class = get_hf_model_class_for_architecture(arch)
-        kwargs: dict[str, Any] = {"dtype": dtype_t, "attn_implementation": "eager",
-                                  "trust_remote_code": trust_remote_code}
-        if device_str == "auto":
-            kwargs["device_map"] = "auto"
-        try:
-            hf_model = model_class.from_pretrained(base_source.path, **kwargs)
-        except (OSError, ValueError, RuntimeError) as e:
-            raise ModelLoadError(f"transformers could not load {base_source.name!r}: {e}") \
-                from None
+        hf_model = _load_hf_model(base_source, config, dtype_t, device_str, trust_remote_code)
         tok_candidates = [base_source.path]
     else:
         raise InputError(f"model must be a hub id, a directory or a transformers model, not "
                          f"{type(model).__name__}")
 
-    adapter_sources = [_resolve(a, None, "adapter", trust_remote_code) for a in adapter_list]
-    adapter_records = []
-    for src in adapter_sources:
-        acfg = _check_adapter(hf_model, src)
-        _digest_files(src, ["adapter_config.json", "adapter_model.safetensors",
-                            "adapter_model.bin"])
-        rec = src.record()
-        rec.update({k: acfg.get(k) for k in ("r", "lora_alpha", "target_modules",
-                                             "layers_to_transform", "base_model_name_or_path")
-                    if acfg.get(k) is not None})
-        if isinstance(rec.get("target_modules"), (set, tuple)):
-            rec["target_modules"] = sorted(rec["target_modules"])
-        adapter_records.append(rec)
+    adapter_sources, adapter_records = _check_adapters(hf_model, adapter_list,
+                                                       trust_remote_code)
     tok = _load_tokenizer(tokenizer, tok_candidates + [s.path for s in adapter_sources],
                           trust_remote_code)
-
-    if peft_in is not None:
-        if merge:
-            hf_model = peft_in.merge_and_unload()
-        else:
-            hf_model = peft_in.base_model.model
-        provenance["adapters_in_object"] = list(peft_in.peft_config)
-    hf_model, peft_model = _apply_adapters(hf_model, adapter_sources, merge)
-    if peft_model is None and peft_in is not None and not merge:
-        peft_model = peft_in
+    hf_model, peft_model = _apply_all_adapters(hf_model, peft_in, adapter_sources, merge,
+                                               provenance)
     if device_str != "auto":
         hf_model.to(device_str)
     hf_model.eval()
 
-    from transformer_lens.model_bridge import TransformerBridge
-
-    from ._compat import patch_transformer_lens
-
-    patch_transformer_lens()
-    probe, reference = _reference_logits(hf_model)
     boot_name = str(base_source.path) if base_source else (getattr(hf_model, "name_or_path", "")
                                                              or "external")
-    try:
-        bridge = TransformerBridge.boot_transformers(
-            boot_name, hf_model=hf_model, tokenizer=tok,
-            device=None if device_str == "auto" else device_str, dtype=dtype_t,
-            trust_remote_code=trust_remote_code)
-    except (ValueError, KeyError, AttributeError, RuntimeError) as e:
-        raise UnsupportedModelError(f"TransformerLens could not wrap {boot_name!r}: {e}") from None
-    bridge.eval()
-    _check_parity(bridge, probe, reference, live_lora=peft_model is not None)
-
-    provenance.update({
-        "adapters": adapter_records,
-        "architecture": type(hf_model).__name__,
-        "dtype": str(dtype_t).removeprefix("torch."),
-        "device": device_str,
-        "n_layers": int(bridge.cfg.n_layers),
-        "d_model": int(bridge.cfg.d_model),
-        "transformer_lens_version": _version("transformer-lens"),
-        "transformers_version": _version("transformers"),
-    })
-    bridge.emlens_provenance = provenance
+    live = _live_tuner_modules(hf_model)
+    probe_reason = _parity_probe_reason(hf_model, live, base_source is None, trust_remote_code)
+    bridge = _boot_bridge(hf_model, tok, boot_name, device_str, dtype_t, trust_remote_code,
+                          probe_reason, live)
+    bridge.emlens_provenance = _record_provenance(bridge, provenance, adapter_records,
+                                                  hf_model, dtype_t, device_str)
     bridge.emlens_peft = peft_model
     return bridge

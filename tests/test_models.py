@@ -44,6 +44,8 @@ def _reference_model(base, adapters=(), merged=False):
 
 
 def _assert_parity(model, ref, tokenizer):
+    """Logits and every layer's residual stream equal HF's; a failure names where and by
+    how much (which layer, which tensor, the max abs diff)."""
     ids = chat_ids(tokenizer)
     ref_logits, ref_blocks, ref_hidden = hf_forward(ref, ids)
     n_layers = model.cfg.n_layers
@@ -51,18 +53,24 @@ def _assert_parity(model, ref, tokenizer):
     with torch.no_grad():
         logits, cache = model.run_with_cache(ids, names_filter=lambda n: n in names)
     logit_err = (logits - ref_logits).abs().max().item()
-    assert logit_err < TOL, logit_err
-    errs = []
+    assert logit_err < TOL, f"logits differ from HF by max abs {logit_err:.3g} (tolerance {TOL})"
+    errs: dict[str, float] = {}
     for layer in range(n_layers):
         ours = cache[f"blocks.{layer}.hook_resid_post"]
-        errs.append((ours - ref_blocks[layer]).abs().max().item())
+        errs[f"layer {layer} resid_post vs block output"] = \
+            (ours - ref_blocks[layer]).abs().max().item()
         if layer < n_layers - 1:  # HF's last hidden state has the final norm applied
-            errs.append((ours - ref_hidden[layer + 1]).abs().max().item())
-    errs.append((cache["blocks.0.hook_resid_pre"] - ref_hidden[0]).abs().max().item())
-    assert max(errs) < TOL, errs
+            errs[f"layer {layer} resid_post vs hidden_states[{layer + 1}]"] = \
+                (ours - ref_hidden[layer + 1]).abs().max().item()
+    errs["layer 0 resid_pre vs hidden_states[0]"] = \
+        (cache["blocks.0.hook_resid_pre"] - ref_hidden[0]).abs().max().item()
+    bad = {k: v for k, v in errs.items() if not v < TOL}
+    assert not bad, "residual stream differs from HF: " + "; ".join(
+        f"{k}: max abs diff {v:.3g}" for k, v in bad.items()) + f" (tolerance {TOL})"
     # The residual stream is not trivially small (a near-zero stream would pass anything).
-    assert cache[f"blocks.{n_layers - 1}.hook_resid_post"].abs().max() > 0.1
-    return logit_err, max(errs)
+    last = cache[f"blocks.{n_layers - 1}.hook_resid_post"].abs().max().item()
+    assert last > 0.1, f"layer {n_layers - 1} resid_post is near zero (max abs {last:.3g})"
+    return logit_err, max(errs.values())
 
 
 PARITY_CASES = [(arch, kind, merge) for arch in ARCHITECTURES
@@ -90,7 +98,8 @@ def test_parity_with_hf_and_peft(arch, kind, merge, tiny_dir, tiny_adapter):
         # The adapter really changes the model (else parity would prove nothing about it).
         plain = _reference_model(base)
         ids = chat_ids(tokenizer)
-        assert (hf_forward(plain, ids)[0] - hf_forward(ref, ids)[0]).abs().max() > 1e-2
+        effect = (hf_forward(plain, ids)[0] - hf_forward(ref, ids)[0]).abs().max().item()
+        assert effect > 1e-2, f"the adapter changes the logits by only {effect:.3g}"
         assert (model.emlens_peft is None) == merge
 
 
@@ -230,6 +239,283 @@ def test_uncached_hub_id_offline_names_the_id():
         emlens.load_model("ModelOrganismsForEM/not-cached-model", device="cpu")
     assert "ModelOrganismsForEM/not-cached-model" in str(err.value)
     assert "HF_HUB_OFFLINE" in str(err.value)
+
+
+# --------------------------------------------------------------------------- load speed-ups
+
+
+def _hook_snapshot(bridge):
+    """Every registry entry and alias as (name, hook.name, module path of the hook)."""
+    paths: dict[int, str] = {}
+    for name, module in bridge.named_modules(remove_duplicate=False):
+        paths.setdefault(id(module), name)
+    registry = [(k, v.name, paths.get(id(v))) for k, v in bridge._hook_registry.items()]
+    aliases = sorted((k, v.name, paths.get(id(v))) for k, v in bridge.hook_dict.items())
+    return registry, aliases
+
+
+def test_speed_shims_installed():
+    """The speed shims of emlens._compat match this transformer-lens (else they stay off)."""
+    from emlens import _compat
+
+    _compat.patch_transformer_lens()
+    off = [name for name, on in _compat.speed_shims_installed().items() if not on]
+    assert not off, (f"speed shims not installed: {off}. This transformer-lens changed those "
+                     f"methods; check emlens/_compat.py against them and update the sha256")
+
+
+def _without_speed_shims(monkeypatch):
+    """Uninstall the speed shims and keep load_model from installing them again."""
+    from emlens import _compat
+
+    _compat.unpatch_speed_shims()
+    monkeypatch.setattr(_compat, "_speed_shims", lambda: ())
+    monkeypatch.setattr(_compat, "_FAST_COPIES_DISABLED", True)
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_fast_hook_scan_equals_transformer_lens_scan(tiny_dir, monkeypatch, arch):
+    """emlens._compat's hook scan finds the same hooks, in the same order, with the same
+    names as TransformerLens' own scan."""
+    from emlens import _compat
+
+    fast = _hook_snapshot(emlens.load_model(tiny_dir(arch), device="cpu"))
+    real_shims = _compat._speed_shims
+    _without_speed_shims(monkeypatch)
+    try:
+        slow = _hook_snapshot(emlens.load_model(tiny_dir(arch), device="cpu"))
+    finally:
+        monkeypatch.setattr(_compat, "_speed_shims", real_shims)
+        monkeypatch.setattr(_compat, "_FAST_COPIES_DISABLED", False)
+        _compat.patch_transformer_lens()
+    for what, a, b in (("registry", fast[0], slow[0]), ("hook_dict", fast[1], slow[1])):
+        diff = [(x, y) for x, y in zip(a, b) if x != y]
+        assert a == b, (f"{arch} {what}: {len(a)} vs {len(b)} entries; first differences "
+                        f"(emlens, TL): {diff[:3]}")
+
+
+def test_fast_ordered_dict_copy_is_deepcopy():
+    """fast_boot_copies' OrderedDict copier gives what copy.deepcopy gives: same contents,
+    attributes, shared and self references; the dispatch table is restored after."""
+    import collections
+    import copy
+
+    from emlens import _compat
+
+    shared = [1, [2]]
+    inner = collections.OrderedDict(a=shared, b=torch.ones(2))
+    inner.note = {"x": shared}  # an instance attribute, as a subclass-free OrderedDict may have
+    outer = collections.OrderedDict(inner=inner, again=inner, shared=shared)
+    outer["self"] = outer
+
+    class Sub(collections.OrderedDict):
+        pass
+
+    tree = {"outer": outer, "sub": Sub(z=shared), "empty": collections.OrderedDict()}
+
+    def describe(t):
+        o = t["outer"]
+        return (list(o), list(o["inner"]), o["inner"].note, o["again"] is o["inner"],
+                o["self"] is o, o["shared"] is o["inner"]["a"] is o["inner"].note["x"],
+                t["sub"]["z"] is o["shared"], type(t["sub"]), type(t["empty"]),
+                o["inner"]["b"].tolist())
+
+    expected = copy.deepcopy(tree)
+    with _compat.fast_boot_copies():
+        assert copy._deepcopy_dispatch.get(collections.OrderedDict) is \
+            _compat._deepcopy_ordered_dict
+        fast = copy.deepcopy(tree)
+    assert collections.OrderedDict not in copy._deepcopy_dispatch
+    assert describe(fast) == describe(expected)
+    assert fast["outer"] is not outer and fast["outer"]["inner"] is not inner
+    assert fast["outer"]["shared"] is not shared
+
+
+def _run_everything(model):
+    """Logits, every hook's activation, a hook edit on a norm, and a steered generation."""
+    ids = chat_ids(model.tokenizer)
+    with torch.no_grad():
+        logits, cache = model.run_with_cache(ids)
+        edit = "blocks.0.ln1.hook_normalized"
+        with model.hooks(fwd_hooks=[(edit, lambda act, hook: act * 0.5)]):
+            edited = model(ids)
+        vec = torch.randn(model.cfg.d_model, generator=torch.Generator().manual_seed(0))
+        with emlens.steer(model, vec, 3.0, layers=1):
+            gen = model.original_model.generate(
+                input_ids=ids[:, :6], attention_mask=torch.ones_like(ids[:, :6]),
+                max_new_tokens=6, do_sample=False, pad_token_id=0)
+    return logits, dict(cache.items()), edited, gen
+
+
+@pytest.mark.filterwarnings("ignore:A forward hook edited hook_scale")
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_speed_shims_change_no_number(tiny_dir, monkeypatch, arch):
+    """With and without the speed shims: bit-identical logits, caches (hook_scale and
+    hook_normalized included: they still fire when hooked), norm edits and generations."""
+    from emlens import _compat
+
+    model = emlens.load_model(tiny_dir(arch), device="cpu")
+    with_shims = _run_everything(model)
+    real_shims = _compat._speed_shims
+    _without_speed_shims(monkeypatch)
+    try:
+        without = _run_everything(model)
+        plain_boot = _run_everything(emlens.load_model(tiny_dir(arch), device="cpu"))
+    finally:
+        monkeypatch.setattr(_compat, "_speed_shims", real_shims)
+        monkeypatch.setattr(_compat, "_FAST_COPIES_DISABLED", False)
+        _compat.patch_transformer_lens()
+    # A bridge built without any shim computes the same numbers too.
+    for a, b in zip(without, plain_boot):
+        if isinstance(a, dict):
+            assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+        else:
+            assert torch.equal(a, b)
+    logits, cache, edited, gen = with_shims
+    assert torch.equal(logits, without[0]), "logits differ with the speed shims"
+    assert cache.keys() == without[1].keys(), set(cache) ^ set(without[1])
+    assert any(k.endswith("hook_normalized") for k in cache) and \
+        any(k.endswith("hook_scale") for k in cache)
+    bad = [k for k in cache if not torch.equal(cache[k], without[1][k])]
+    assert not bad, f"activations differ with the speed shims at {bad[:5]}"
+    assert torch.equal(edited, without[2]), "a hook_normalized edit acts differently"
+    assert not torch.equal(edited, logits), "the hook_normalized edit did nothing"
+    assert torch.equal(gen, without[3]), "steered generation differs with the speed shims"
+
+
+def test_offloaded_module_still_aligned(tiny_dir, monkeypatch):
+    """A wrapped module with an accelerate hook (``_hf_hook``) still goes through
+    align_module_device; the others skip it."""
+    import contextlib
+
+    from transformer_lens.model_bridge.generalized_components import base
+
+    model = emlens.load_model(tiny_dir("llama"), device="cpu")
+    seen: list[object] = []
+    real = base.align_module_device
+
+    @contextlib.contextmanager
+    def spy(module, *a, **k):
+        seen.append(module)
+        with real(module, *a, **k):
+            yield
+
+    monkeypatch.setattr(base, "align_module_device", spy)
+    target = model.blocks[1].mlp.original_component
+    ids = chat_ids(model.tokenizer)
+    with torch.no_grad():
+        ref = model(ids)
+        assert seen == []
+        target.__dict__["_hf_hook"] = None  # present, not an offload hook: a no-op align
+        try:
+            out = model(ids)
+        finally:
+            del target.__dict__["_hf_hook"]
+    assert seen == [target]
+    assert torch.equal(out, ref)
+
+
+def _zero_b_lora(base, tmp_path):
+    """A live LoRA on GPT-2's fused c_attn with PEFT's default init (B = 0): it does not
+    change the logits yet, but training it through the bridge would do nothing."""
+    from peft import LoraConfig, get_peft_model
+
+    hf = AutoModelForCausalLM.from_pretrained(base, attn_implementation="eager")
+    pm = get_peft_model(hf, LoraConfig(r=2, lora_alpha=4, target_modules=["c_attn"],
+                                       fan_in_fan_out=True))
+    pm.save_pretrained(tmp_path / "zero-b")
+    return pm, tmp_path / "zero-b"
+
+
+def test_loaded_model_is_in_eval_mode_throughout(tiny_dir, tiny_adapter):
+    """No module left in training mode (dropout at inference), live LoRA included."""
+    for model in (emlens.load_model(tiny_dir("gemma2"), device="cpu"),
+                  emlens.load_model(tiny_dir("qwen2"), adapter=tiny_adapter("qwen2", "rank1"),
+                                    merge=False, device="cpu")):
+        training = [n for root in (model, model.original_model)
+                    for n, m in root.named_modules() if m.training]
+        assert not training, f"modules in training mode: {training[:5]}"
+
+
+def test_bypassed_live_lora_is_refused_even_when_it_does_nothing_yet(tiny_dir, tmp_path):
+    base = tiny_dir("gpt2")
+    pm, adapter_dir = _zero_b_lora(base, tmp_path)
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    match = r"never runs the live adapter modules transformer\.h\.0\.attn\.c_attn.*merge=True"
+    with pytest.raises(UnsupportedModelError, match=match):
+        emlens.load_model(base, adapter=adapter_dir, merge=False, device="cpu")
+    with pytest.raises(UnsupportedModelError, match=match):
+        emlens.load_model(pm, merge=False, tokenizer=tokenizer, device="cpu")
+    # LoRA layers injected into a plain HF model object (no PeftModel wrapper) as well.
+    pm2, _ = _zero_b_lora(base, tmp_path / "again")
+    with pytest.raises(UnsupportedModelError, match=match):
+        emlens.load_model(pm2.base_model.model, tokenizer=tokenizer, device="cpu")
+    # Merged, the same adapter is just weights the bridge reads: fine.
+    emlens.load_model(base, adapter=adapter_dir, merge=True, device="cpu")
+
+
+def test_parity_probe_runs_only_where_it_can_fail(tiny_dir, tiny_adapter, monkeypatch):
+    from emlens import models
+
+    calls: list[str] = []
+    real = models._reference_logits
+
+    def spy(hf_model):
+        calls.append(type(hf_model).__name__)
+        return real(hf_model)
+
+    monkeypatch.setattr(models, "_reference_logits", spy)
+    base, adapter = tiny_dir("qwen2"), tiny_adapter("qwen2", "rank1")
+    emlens.load_model(base, device="cpu")
+    emlens.load_model(base, adapter=adapter, device="cpu")  # merged: plain weights
+    assert calls == [], "a tested architecture without live adapters needs no probe"
+    emlens.load_model(base, adapter=adapter, merge=False, device="cpu")
+    assert calls == ["Qwen2ForCausalLM"], "live LoRA must be probed"
+    emlens.load_model(AutoModelForCausalLM.from_pretrained(base), device="cpu",
+                      tokenizer=AutoTokenizer.from_pretrained(base))
+    assert len(calls) == 2, "a model object must be probed (it may have been altered)"
+    monkeypatch.setattr(models, "_TESTED_ARCHITECTURES", ("LlamaForCausalLM",))
+    emlens.load_model(base, device="cpu")
+    assert len(calls) == 3, "an untested architecture must be probed"
+
+
+def test_unfaithful_bridge_is_refused_with_where_and_how_much(tiny_dir, monkeypatch):
+    from emlens import models
+
+    real = models._reference_logits
+
+    def off_by_one_position(hf_model):  # stands in for a bridge that differs from HF
+        probe, ref = real(hf_model)
+        ref = ref.clone()
+        ref[0, 2] += 1.0
+        return probe, ref
+
+    monkeypatch.setattr(models, "_reference_logits", off_by_one_position)
+    monkeypatch.setattr(models, "_TESTED_ARCHITECTURES", ())
+    with pytest.raises(UnsupportedModelError,
+                       match=r"max abs diff 1 at probe position 2 .*not supported faithfully"):
+        emlens.load_model(tiny_dir("llama"), device="cpu")
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_tokenizer_is_the_one_the_bridge_would_make(tiny_dir, arch):
+    """Loading the tokenizer with add_bos_token=True up front (to spare the bridge a second
+    load) gives what TransformerLens' own get_tokenizer_with_bos gives."""
+    from transformer_lens.utilities.tokenize_utils import get_tokenizer_with_bos
+
+    base = tiny_dir(arch)
+    ours = emlens.load_model(base, device="cpu").tokenizer
+    theirs = get_tokenizer_with_bos(AutoTokenizer.from_pretrained(base))
+    assert type(ours) is type(theirs)
+    assert ours.init_kwargs == theirs.init_kwargs
+    assert getattr(ours, "add_bos_token", None) == getattr(theirs, "add_bos_token", None)
+    text = "The quick brown fox, 42 times."
+    assert ours(text)["input_ids"] == theirs(text)["input_ids"]
+    msgs = [{"role": "user", "content": text}]
+    assert ours.apply_chat_template(msgs, tokenize=True, add_generation_prompt=True,
+                                    return_dict=True)["input_ids"] == \
+        theirs.apply_chat_template(msgs, tokenize=True, add_generation_prompt=True,
+                                   return_dict=True)["input_ids"]
 
 
 # --------------------------------------------------------------------------- bad input
