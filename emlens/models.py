@@ -10,11 +10,13 @@ as ``model.emlens_provenance``.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
 import os
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -24,6 +26,7 @@ import torch
 from ._quiet import quiet_third_party
 from ._version import __version__
 from .errors import (
+    AdapterBaseWarning,
     AdapterError,
     InputError,
     ModelLoadError,
@@ -141,7 +144,7 @@ def _download(repo_id: str, revision: str | None, what: str, trust_remote_code: 
     try:
         path = Path(snapshot_download(repo_id, revision=revision, allow_patterns=patterns,
                                       local_files_only=offline))
-        if not _has_weights(path):
+        if what == "adapter" and not _has_weights(path):
             # An older repo with pickle weights only: fetch those (read with weights_only).
             path = Path(snapshot_download(repo_id, revision=revision,
                                           allow_patterns=patterns + ["*.bin"],
@@ -318,12 +321,91 @@ def _check_config(source: _Source, trust_remote_code: bool) -> dict[str, Any]:
         )
     archs = config.get("architectures") or []
     _check_architecture(archs[0] if archs else None, repr(source.name))
-    if not _has_weights(source.path):
+    _check_weight_files(source)
+    return config
+
+
+#: Weight files emlens never reads: unpickling can run arbitrary code.
+_PICKLE_GLOBS = ("*.bin", "*.pt", "*.pth", "*.ckpt")
+#: The largest safetensors header emlens believes (the format caps it at 100 MB).
+_MAX_HEADER = 100_000_000
+
+
+def _check_safetensors(path: Path) -> None:
+    """Refuse a truncated or corrupt safetensors file from its header, before transformers
+    reads it: the header's tensor offsets must lie inside the file."""
+    size = path.stat().st_size
+    what = f"weights file {str(path)!r}"
+    fix = ("it is truncated or corrupt (an interrupted download or copy?): delete it and "
+           "download or copy it again")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                raise ModelLoadError(f"{what} has {size} bytes, too few for a safetensors "
+                                     f"header; {fix}")
+            n = int.from_bytes(head, "little")
+            if n > size - 8 or n > _MAX_HEADER:
+                raise ModelLoadError(f"{what} ({size} bytes) announces a header of {n} bytes, "
+                                     f"more than the file holds; {fix}")
+            header = json.loads(f.read(n))
+    except (ValueError, UnicodeDecodeError):
+        raise ModelLoadError(f"{what} has an unreadable header (not safetensors JSON); {fix}") \
+            from None
+    if not isinstance(header, dict):
+        raise ModelLoadError(f"{what} has a header that is not a JSON object; {fix}")
+    end = 0
+    for key, info in header.items():
+        if key == "__metadata__":
+            continue
+        try:
+            end = max(end, int(info["data_offsets"][1]))
+        except (KeyError, TypeError, IndexError, ValueError):
+            raise ModelLoadError(f"{what}: tensor {key!r} has no valid data_offsets; {fix}") \
+                from None
+    if size < 8 + n + end:
+        raise ModelLoadError(f"{what} has {size} bytes, but its header describes "
+                             f"{8 + n + end}: {fix}")
+
+
+def _check_weight_files(source: _Source) -> None:
+    """The base model's weights must be safetensors files, whole; pickle-only checkpoints
+    are refused without being read."""
+    path = source.path
+    shards = sorted(path.glob("*.safetensors"))
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        names = sorted(set((_read_json(index, "weights index").get("weight_map") or {})
+                           .values()))
+        missing = [n for n in names if not (path / n).is_file()]
+        if missing:
+            raise ModelLoadError(
+                f"{source.name!r}: its weights index names {len(missing)} shard(s) that are "
+                f"missing ({', '.join(missing[:3])}); the download or copy was interrupted: "
+                f"fetch the missing files again.")
+        shards = [path / n for n in names]
+    if not shards:
+        pickles = sorted({p.name for g in _PICKLE_GLOBS for p in path.glob(g)})
+        if pickles:
+            raise ModelLoadError(
+                f"{source.name!r} holds its weights only as pickle files "
+                f"({', '.join(pickles[:3])}); emlens loads safetensors only, because reading "
+                f"a pickle can run arbitrary code. Convert them once with a tool you trust, "
+                f"in a sandbox if the source is not trusted (e.g. transformers: "
+                f"AutoModelForCausalLM.from_pretrained(path).save_pretrained(out) writes "
+                f"model.safetensors), or use a copy that ships safetensors.")
+        if source.hub_id:
+            raise ModelNotFoundError(
+                f"hub repository {source.hub_id!r} has no *.safetensors weights; emlens never "
+                f"downloads pickle (*.bin) weights, whose reading can run arbitrary code. Use "
+                f"a repository that ships safetensors, or convert a local copy with a tool "
+                f"you trust.")
         raise ModelNotFoundError(
-            f"{source.name!r} has a config.json but no weights (*.safetensors or *.bin); the "
+            f"{source.name!r} has a config.json but no weights (*.safetensors); the "
             f"download or save may have been interrupted."
         )
-    return config
+    for shard in shards:
+        _check_safetensors(shard)
 
 
 _LORA_KEY = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+?)\.(?P<which>lora_A|lora_B|"
@@ -420,6 +502,116 @@ def _check_adapter(hf_model: torch.nn.Module, source: _Source) -> dict[str, Any]
     return config
 
 
+# --------------------------------------------------------------------------- adapter bases
+
+
+def _cache_hub_id(path: Path) -> str | None:
+    """``org/name`` of a directory inside an HF cache snapshot (``models--org--name/...``)."""
+    for part in path.parts:
+        if part.startswith("models--") and len(part) > len("models--"):
+            return part[len("models--"):].replace("--", "/")
+    return None
+
+
+def _last_part(name: str) -> str:
+    return name.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1].lower()
+
+
+def _weight_digests(path: Path) -> dict[str, str]:
+    src = _Source(str(path), path)
+    _digest_files(src, ["*.safetensors"])
+    return src.files
+
+
+@dataclass
+class _BaseIdentity:
+    """What the model an adapter is applied to is known as: a hub id and/or a directory."""
+
+    hub_id: str | None = None
+    path: Path | None = None
+
+    @classmethod
+    def of(cls, source: _Source | None, object_name: str = "") -> "_BaseIdentity":
+        if source is not None:
+            return cls(source.hub_id or _cache_hub_id(source.path), source.path.resolve())
+        if object_name and Path(object_name).expanduser().is_dir():
+            path = Path(object_name).expanduser().resolve()
+            return cls(_cache_hub_id(path), path)
+        if object_name and not _looks_like_path(object_name):
+            return cls(object_name, None)
+        return cls()
+
+    def describe(self) -> str:
+        return " / ".join(x for x in (self.hub_id, str(self.path) if self.path else None) if x) \
+            or "an in-memory model with no name"
+
+
+def _adapter_base_verdict(named: str, adapter: _Source, base: _BaseIdentity) -> tuple[str, str]:
+    """How the base an adapter names compares with the model it is applied to.
+
+    Returns ``(verdict, detail)``: ``"same"`` (the same directory, hub id, or a copy with the
+    same weights), ``"name"`` (only the last name part agrees: a weak match, e.g. a local
+    copy or a mirror), ``"unknown"`` (nothing to compare), ``"differs"`` (the names differ
+    and the contents cannot be compared) or ``"other"`` (clearly another model: two hub ids
+    that differ, or two local directories whose weights differ).
+    """
+    if base.hub_id is None and base.path is None:
+        return "unknown", "the model has no name or path to compare with"
+    p = Path(named).expanduser()
+    if p.is_absolute():
+        candidates = [p]
+    else:  # beside the adapter folder first (as load_model looks for it), then the cwd
+        candidates = ([adapter.path.parent / p] if adapter.hub_id is None else []) + [Path.cwd() / p]
+    local = next((c.resolve() for c in candidates if (c / "config.json").is_file()), None)
+    named_hub = _cache_hub_id(local) if local is not None else (
+        None if _looks_like_path(named) else named)
+    if local is not None and base.path is not None and local == base.path:
+        return "same", "the same directory"
+    if named_hub and base.hub_id and named_hub.lower() == base.hub_id.lower():
+        return "same", "the same hub id"
+    if local is not None and base.path is not None:
+        a, b = _weight_digests(local), _weight_digests(base.path)
+        if a and a == b:
+            return "same", f"{str(local)!r} holds the same weights"
+        if a and b:
+            return "other", f"{str(local)!r} holds other weights than {str(base.path)!r}"
+    names = {_last_part(x) for x in (base.hub_id, str(base.path) if base.path else None) if x}
+    if _last_part(named) in names:
+        return "name", "only the last part of the name agrees"
+    if local is None and named_hub and "/" in named_hub and base.hub_id and "/" in base.hub_id:
+        return "other", "they are different hub repositories"
+    return "differs", "the names differ and the weights cannot be compared here"
+
+
+def _check_adapter_base(src: _Source, acfg: dict[str, Any], base: _BaseIdentity,
+                        allow_other_base: bool) -> str:
+    """Compare an adapter's ``base_model_name_or_path`` with the model; raise, warn or log."""
+    named = acfg.get("base_model_name_or_path")
+    if not isinstance(named, str) or not named.strip():
+        log.info("adapter %s names no base model; it cannot be checked against the model",
+                 src.name)
+        return "unknown"
+    verdict, detail = _adapter_base_verdict(named, src, base)
+    msg = (f"adapter {src.name!r} was trained on {named!r}, but it is applied to "
+           f"{base.describe()} ({detail}). Equal shapes do not make equal weights: a LoRA "
+           f"delta learned on one base does something else on another")
+    if verdict == "other" and not allow_other_base:
+        raise AdapterError(f"{msg}. Load the base model it names, or pass "
+                           f"allow_other_base=True to apply it anyway (for a deliberate "
+                           f"transfer experiment).")
+    if verdict in ("other", "differs"):
+        if allow_other_base:
+            log.info("%s (allowed by allow_other_base=True)", msg)
+        else:
+            warnings.warn(f"{msg}. If it is the same model under another name, ignore this; "
+                          f"otherwise load the base it names. allow_other_base=True silences "
+                          f"this warning.", AdapterBaseWarning, stacklevel=5)
+    elif verdict in ("name", "unknown"):
+        log.info("adapter %s names base %r; applied to %s: %s", src.name, named,
+                 base.describe(), detail)
+    return verdict
+
+
 # --------------------------------------------------------------------------- loading
 
 
@@ -443,6 +635,12 @@ def _resolve_dtype(dtype: Any, device: str, config: dict[str, Any] | None) -> to
                      f"'float32', 'bfloat16' or torch.float16.")
 
 
+def _check_load_flags(**flags: Any) -> None:
+    for name, value in flags.items():
+        if not isinstance(value, bool):
+            raise InputError(f"{name} must be True or False, not {value!r}")
+
+
 def _resolve_device(device: Any) -> str:
     if device is None:
         if torch.cuda.is_available():
@@ -450,7 +648,25 @@ def _resolve_device(device: Any) -> str:
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return "mps"
         return "cpu"
-    return str(device)
+    if device == "auto":
+        return "auto"
+    if isinstance(device, bool) or not isinstance(device, (str, int, torch.device)):
+        raise InputError(f"device must be 'cpu', 'cuda', 'cuda:1', 'auto', ... not {device!r}")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise InputError(f"unknown device {device!r}; use 'cpu', 'cuda', 'cuda:1', 'mps' or "
+                         f"'auto'") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {device!r} asks for a CUDA GPU, and torch sees none here; "
+                         f"use device='cpu' (or install a CUDA build of torch)")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise InputError(f"device {device!r}: torch sees {torch.cuda.device_count()} GPU(s), "
+                         f"numbered from 0")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) is not None
+                                  and torch.backends.mps.is_available()):
+        raise InputError(f"device {device!r} asks for Apple's MPS, which is not available")
+    return str(dev) if not isinstance(device, str) else device
 
 
 def _tokenizer_kwargs(path: Path) -> dict[str, Any]:
@@ -475,14 +691,23 @@ def _tokenizer_kwargs(path: Path) -> dict[str, Any]:
 def _load_tokenizer(tokenizer: Any, candidates: Sequence[Path], trust_remote_code: bool):
     from transformers import AutoTokenizer
 
+    from transformers import PreTrainedTokenizerBase
+
     if tokenizer is not None and not isinstance(tokenizer, (str, os.PathLike)):
+        if not isinstance(tokenizer, PreTrainedTokenizerBase):
+            raise InputError(f"tokenizer must be a transformers tokenizer, a directory or a hub "
+                             f"id, not {type(tokenizer).__name__}")
         return tokenizer
     if tokenizer is not None:
-        candidates = [Path(os.fspath(tokenizer)).expanduser()]
+        name = os.fspath(tokenizer)
+        candidates = [Path(name).expanduser()]
         if not candidates[0].exists():
-            # A hub id of a tokenizer.
-            return AutoTokenizer.from_pretrained(os.fspath(tokenizer),
-                                                 trust_remote_code=trust_remote_code)
+            if not name or _looks_like_path(name):
+                raise ModelNotFoundError(f"tokenizer directory {name!r} does not exist")
+            try:  # a hub id of a tokenizer
+                return AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
+            except (OSError, ValueError) as e:
+                raise ModelLoadError(f"could not load the tokenizer {name!r}: {e}") from None
     errors = []
     for path in candidates:
         if path is None or not any(path.glob("tokenizer*")):
@@ -653,9 +878,38 @@ def _adapter_list(adapter: Any) -> list[Any]:
     if isinstance(adapter, (str, os.PathLike)):
         return [adapter]
     if isinstance(adapter, Sequence):
-        return list(adapter)
+        items = list(adapter)
+        bad = [a for a in items if not isinstance(a, (str, os.PathLike)) or not os.fspath(a)]
+        if bad:
+            raise InputError(f"adapter list entries must be hub ids or directories, not "
+                             f"{bad[0]!r}")
+        return items
     raise InputError(f"adapter must be a hub id, a directory or a list of them, not "
                      f"{type(adapter).__name__}")
+
+
+def _own_copy(model, in_place: bool):
+    """The caller's model object, or (by default) a deep copy the bridge may rewire.
+
+    TransformerLens' bridge replaces the modules of the model it wraps (its decoder layers
+    become ``BlockBridge`` objects), so wrapping the caller's object would change what it
+    computes and break its ``save_pretrained``. The copy costs a second set of weights in
+    memory; ``in_place=True`` wraps the object itself for models too big for that.
+    """
+    if in_place:
+        return model
+    if getattr(model, "hf_device_map", None) and len(set(model.hf_device_map.values())) > 1:
+        raise InputError(
+            "this model object is spread over several devices (device_map), so copying it "
+            "would need a second set of every device's memory; pass in_place=True to wrap "
+            "the object itself (it is then changed: its layers become TransformerLens "
+            "bridge modules, so use the returned model instead of it)")
+    try:
+        return copy.deepcopy(model)
+    except Exception as e:  # noqa: BLE001 - whatever the object holds that cannot be copied
+        raise InputError(f"could not copy the {type(model).__name__} object ({e}); pass "
+                         f"in_place=True to wrap the object itself (it is then changed)") \
+            from None
 
 
 def _take_model_object(model, dtype: Any, device_str: str, provenance: dict[str, Any]):
@@ -701,19 +955,23 @@ def _load_hf_model(source: _Source, config: dict[str, Any], dtype_t: torch.dtype
                               "trust_remote_code": trust_remote_code}
     if device_str == "auto":
         kwargs["device_map"] = "auto"
+    from safetensors import SafetensorError
+
     try:
         return model_class.from_pretrained(source.path, **kwargs)
-    except (OSError, ValueError, RuntimeError) as e:
+    except (OSError, ValueError, RuntimeError, SafetensorError) as e:
         raise ModelLoadError(f"transformers could not load {source.name!r}: {e}") from None
 
 
-def _check_adapters(hf_model, adapter_list: list[Any], trust_remote_code: bool
+def _check_adapters(hf_model, adapter_list: list[Any], trust_remote_code: bool,
+                    base: "_BaseIdentity", allow_other_base: bool
                     ) -> tuple[list[_Source], list[dict[str, Any]]]:
     """Resolve, check and hash each adapter; returns the sources and their records."""
     sources = [_resolve(a, None, "adapter", trust_remote_code) for a in adapter_list]
     records = []
     for src in sources:
         acfg = _check_adapter(hf_model, src)
+        verdict = _check_adapter_base(src, acfg, base, allow_other_base)
         _digest_files(src, ["adapter_config.json", "adapter_model.safetensors",
                             "adapter_model.bin"])
         rec = src.record()
@@ -722,6 +980,7 @@ def _check_adapters(hf_model, adapter_list: list[Any], trust_remote_code: bool
                     if acfg.get(k) is not None})
         if isinstance(rec.get("target_modules"), (set, tuple)):
             rec["target_modules"] = sorted(rec["target_modules"])
+        rec["base_check"] = verdict
         records.append(rec)
     return sources, records
 
@@ -794,6 +1053,8 @@ def load_model(
     merge: bool = True,
     tokenizer: Any = None,
     trust_remote_code: bool = False,
+    allow_other_base: bool = False,
+    in_place: bool = False,
 ):
     """Load a model (and EM finetune adapters) as a TransformerLens ``TransformerBridge``.
 
@@ -803,11 +1064,20 @@ def load_model(
     ``hook_attn_out`` and ``hook_mlp_out`` work for caching and hooks.
 
     Args:
-        model: an HF hub id, a local directory in HF format, a transformers model object,
-            or a PEFT model. A directory or hub id holding a PEFT adapter is accepted too:
-            its base model (``base_model_name_or_path``; a relative name is looked up beside
-            the adapter folder first) is loaded and the adapter applied.
-        adapter: a PEFT LoRA adapter (hub id or directory) or a list applied in order.
+        model: an HF hub id, a local directory in HF format (safetensors weights; pickle-only
+            checkpoints are refused unread), a transformers model object, or a PEFT model. A
+            directory or hub id holding a PEFT adapter is accepted too: its base model
+            (``base_model_name_or_path``; a relative name is looked up beside the adapter
+            folder first) is loaded and the adapter applied. A model object is deep-copied
+            first (see ``in_place``), so the caller's object is left as it was.
+        adapter: a PEFT LoRA adapter (hub id or directory) or a list applied in order. Each
+            adapter's ``base_model_name_or_path`` is compared with the model: the same
+            directory, hub id or weights pass; only the last name part agreeing (a mirror,
+            a local copy) is logged; names that differ where the weights cannot be compared
+            warn with :class:`~emlens.errors.AdapterBaseWarning`; a clearly different base
+            (two different hub ids, or two local directories with different weights)
+            raises :class:`~emlens.errors.AdapterError`. The verdict is recorded as the
+            adapter's ``base_check`` in the provenance.
         revision: hub revision (branch, tag or commit) of ``model``.
         device: "cpu", "cuda", "cuda:1", ... or "auto" (spread over all GPUs with
             accelerate); default: the first GPU if there is one, else the CPU.
@@ -818,6 +1088,14 @@ def load_model(
         tokenizer: a tokenizer object, directory or hub id; default: the model's, else the
             first adapter's.
         trust_remote_code: allow running Python code shipped with the model.
+        allow_other_base: apply adapters trained on another base model anyway (a transfer
+            experiment): no error, no warning; the verdict is still recorded.
+        in_place: wrap a model object itself instead of a copy. The bridge rewires the
+            object it wraps (its layers become TransformerLens modules, its forward and
+            ``save_pretrained`` change), so by default the object is deep-copied, which
+            needs memory for a second copy of the weights; for a model too large for that
+            pass ``in_place=True`` and use only the returned model afterwards. A model spread
+            over several devices (``device_map``) must be passed with ``in_place=True``.
 
     Returns:
         A ``TransformerBridge`` with ``emlens_provenance`` (base id or path, revisions,
@@ -835,21 +1113,30 @@ def load_model(
     except ImportError:  # pragma: no cover - peft is a dependency
         PeftModel = ()  # type: ignore[assignment]
 
+    _check_load_flags(merge=merge, trust_remote_code=trust_remote_code,
+                      allow_other_base=allow_other_base, in_place=in_place)
+    if revision is not None and (not isinstance(revision, str) or not revision):
+        raise InputError(f"revision must be a branch, tag or commit name, not {revision!r}")
     adapter_list = _adapter_list(adapter)
     device_str = _resolve_device(device)
     provenance: dict[str, Any] = {"emlens_version": __version__, "merged": bool(merge)}
     peft_in: Any = None
     base_source: _Source | None = None
     if isinstance(model, PeftModel):
+        model = _own_copy(model, in_place)  # merging would change the caller's PeftModel
         peft_in, model = model, model.base_model.model
+    elif isinstance(model, PreTrainedModel):
+        model = _own_copy(model, in_place)
     if isinstance(model, PreTrainedModel):
         hf_model, dtype_t, tok_candidates = _take_model_object(model, dtype, device_str,
                                                                provenance)
-    elif isinstance(model, (str, os.PathLike)):
+        base = _BaseIdentity.of(None, getattr(model, "name_or_path", "") or "")
+    elif isinstance(model, (str, os.PathLike)) and os.fspath(model):
         base_source = _resolve_base(model, revision, adapter_list, trust_remote_code)
         config = _check_config(base_source, trust_remote_code)
         dtype_t = _resolve_dtype(dtype, device_str, config)
-        _digest_files(base_source, ["config.json", *_WEIGHT_GLOBS])
+        _digest_files(base_source, ["config.json", "*.safetensors"])
+        base = _BaseIdentity.of(base_source)
         provenance["base"] = base_source.record()
         hf_model = _load_hf_model(base_source, config, dtype_t, device_str, trust_remote_code)
         tok_candidates = [base_source.path]
@@ -858,7 +1145,8 @@ def load_model(
                          f"{type(model).__name__}")
 
     adapter_sources, adapter_records = _check_adapters(hf_model, adapter_list,
-                                                       trust_remote_code)
+                                                       trust_remote_code, base,
+                                                       allow_other_base)
     tok = _load_tokenizer(tokenizer, tok_candidates + [s.path for s in adapter_sources],
                           trust_remote_code)
     hf_model, peft_model = _apply_all_adapters(hf_model, peft_in, adapter_sources, merge,

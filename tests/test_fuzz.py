@@ -100,6 +100,12 @@ class Ctx:
             (out / "config.json").unlink()
         elif what == "no-weights":
             (out / "model.safetensors").unlink()
+        elif what == "truncated":
+            data = (out / "model.safetensors").read_bytes()
+            (out / "model.safetensors").write_bytes(data[: len(data) - 100])
+        elif what == "pickle":
+            (out / "model.safetensors").unlink()
+            (out / "pytorch_model.bin").write_bytes(b"\x80\x04not really a pickle")
         return out
 
 
@@ -152,6 +158,14 @@ cases("load_model", {
     "tokenizer-missing": lambda c: emlens.load_model(c.dir, tokenizer=c.tmp / "no-tok"),
     "revision-int": lambda c: emlens.load_model(c.dir, revision=3),
     "trust-remote-code-str": lambda c: emlens.load_model(c.dir, trust_remote_code="yes"),
+    "allow-other-base-str": lambda c: emlens.load_model(c.dir, allow_other_base="yes"),
+    "in-place-int": lambda c: emlens.load_model(c.dir, in_place=1),
+    "adapter-list-empty-str": lambda c: emlens.load_model(c.dir, adapter=[""]),
+    "device-cuda-without-gpu": lambda c: (emlens.load_model(c.dir, device="cuda")
+                                          if not torch.cuda.is_available()
+                                          else emlens.load_model(c.dir, device="cuda:999")),
+    "weights-truncated": lambda c: emlens.load_model(c.corrupt_model_dir("truncated")),
+    "weights-pickle-only": lambda c: emlens.load_model(c.corrupt_model_dir("pickle")),
 })
 
 cases("hook_name", {

@@ -13,9 +13,11 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import emlens
 from emlens.errors import (
+    AdapterBaseWarning,
     AdapterError,
     EmlensError,
     InputError,
+    ModelLoadError,
     ModelNotFoundError,
     UnsupportedModelError,
 )
@@ -621,3 +623,221 @@ def test_loading_is_quiet_and_restores_third_party_settings(tiny_dir, tiny_adapt
     assert not ours, [str(w.message) for w in ours]
     assert (hf_logging.is_progress_bar_enabled(), are_progress_bars_disabled(),
             list(warnings.filters)) == before
+
+
+# --------------------------------------------------------------------------- weight files
+
+
+def _copy_model(tiny_dir, tmp_path, name="broken"):
+    d = tmp_path / name
+    shutil.copytree(tiny_dir("qwen2"), d)
+    return d
+
+
+def test_truncated_or_corrupt_safetensors_is_a_model_load_error(tiny_dir, tmp_path):
+    d = _copy_model(tiny_dir, tmp_path)
+    weights = d / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelLoadError, match=r"model.safetensors' has \d+ bytes, but its header "
+                                             r"describes \d+: it is truncated.*download"):
+        emlens.load_model(d, device="cpu")
+    weights.write_bytes(data[:5])
+    with pytest.raises(ModelLoadError, match="too few for a safetensors header"):
+        emlens.load_model(d, device="cpu")
+    weights.write_bytes(b"\xff" * 64)
+    with pytest.raises(ModelLoadError, match="truncated or corrupt"):
+        emlens.load_model(d, device="cpu")
+    weights.write_bytes((20).to_bytes(8, "little") + b"{not json at all!!!}" + b"\x00" * 8)
+    with pytest.raises(ModelLoadError, match="unreadable header"):
+        emlens.load_model(d, device="cpu")
+    # A sharded checkpoint whose index names a shard that is not there.
+    weights.write_bytes(data)
+    weights.rename(d / "model-00001-of-00002.safetensors")
+    keys = json.loads(  # the real tensor names, split over two shards
+        (d / "model-00001-of-00002.safetensors").read_bytes()[8:8 + int.from_bytes(data[:8],
+                                                                                    "little")])
+    names = [k for k in keys if k != "__metadata__"]
+    (d / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {
+        k: f"model-0000{1 + i % 2}-of-00002.safetensors" for i, k in enumerate(names)}}))
+    with pytest.raises(ModelLoadError, match="shard.*missing.*model-00002-of-00002"):
+        emlens.load_model(d, device="cpu")
+
+
+class _Boom:
+    """Unpickling this runs code: it touches a marker file (what a malicious .bin can do)."""
+
+    marker = None
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_pickle_only_weights_are_refused_unread(tiny_dir, tmp_path):
+    d = _copy_model(tiny_dir, tmp_path)
+    marker = tmp_path / "unpickled"
+    boom = _Boom()
+    boom.marker = marker
+    (d / "model.safetensors").unlink()
+    torch.save({"model.embed_tokens.weight": boom}, d / "pytorch_model.bin")
+    with pytest.raises(ModelLoadError, match=r"only as pickle files \(pytorch_model.bin\).*"
+                                             r"safetensors only.*arbitrary code.*Convert"):
+        emlens.load_model(d, device="cpu")
+    assert not marker.exists(), "the pickle was read"
+    assert not any(d.glob("*.safetensors"))
+
+
+# --------------------------------------------------------------------------- model objects
+
+
+def _ids(tiny_dir):
+    return chat_ids(AutoTokenizer.from_pretrained(tiny_dir("qwen2")))
+
+
+def test_a_model_object_is_left_as_it_was(tiny_dir, tmp_path):
+    """load_model(obj) wraps a copy: the object's modules, forward and save_pretrained are
+    unchanged (the bridge replaces the modules of what it wraps)."""
+    hf = AutoModelForCausalLM.from_pretrained(tiny_dir("qwen2"), attn_implementation="eager")
+    hf.eval()
+    ids = _ids(tiny_dir)
+    with torch.no_grad():
+        before = hf(ids).logits.clone()
+    layer_types = [type(m) for m in hf.model.layers]
+    state = {k: v.clone() for k, v in hf.state_dict().items()}
+    model = emlens.load_model(hf, device="cpu")
+    assert [type(m) for m in hf.model.layers] == layer_types
+    assert hf.state_dict().keys() == state.keys()
+    assert all(torch.equal(hf.state_dict()[k], v) for k, v in state.items())
+    with torch.no_grad():
+        assert torch.equal(hf(ids).logits, before)
+        assert (model(ids) - before).abs().max() < TOL
+    hf.save_pretrained(tmp_path / "saved")  # raised on shared tensors when mutated
+    again = AutoModelForCausalLM.from_pretrained(tmp_path / "saved",
+                                                 attn_implementation="eager").eval()
+    with torch.no_grad():
+        assert torch.equal(again(ids).logits, before)
+    # The bridge does not share the object's weights: editing one leaves the other.
+    emlens.orthogonalize(model, torch.randn(model.cfg.d_model))
+    with torch.no_grad():
+        assert torch.equal(hf(ids).logits, before)
+
+
+def test_in_place_wraps_the_object_itself(tiny_dir):
+    hf = AutoModelForCausalLM.from_pretrained(tiny_dir("qwen2"), attn_implementation="eager")
+    ptr = hf.model.embed_tokens.weight.data_ptr()
+    model = emlens.load_model(hf, device="cpu", in_place=True)
+    assert model.original_model is hf
+    assert model.original_model.get_input_embeddings().weight.data_ptr() == ptr
+    hf2 = AutoModelForCausalLM.from_pretrained(tiny_dir("qwen2"), attn_implementation="eager")
+    hf2.hf_device_map = {"model.embed_tokens": 0, "model.layers": 1}  # as accelerate sets it
+    with pytest.raises(InputError, match="several devices.*in_place=True"):
+        emlens.load_model(hf2, device="cpu")
+    with pytest.raises(InputError, match="in_place must be True or False"):
+        emlens.load_model(hf2, device="cpu", in_place="yes")
+
+
+def test_a_peft_model_object_is_not_merged_in_place(tiny_dir, tiny_adapter):
+    base, adapter = tiny_dir("qwen2"), tiny_adapter("qwen2", "rank1")
+    pm = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(base, attn_implementation="eager"), adapter).eval()
+    ids = _ids(tiny_dir)
+    with torch.no_grad():
+        before = pm(ids).logits.clone()
+    n_lora = sum("lora_" in n for n, _ in pm.named_parameters())
+    model = emlens.load_model(pm, merge=True, device="cpu")
+    assert sum("lora_" in n for n, _ in pm.named_parameters()) == n_lora > 0
+    with torch.no_grad():
+        assert torch.equal(pm(ids).logits, before)
+        assert (model(ids) - before).abs().max() < TOL
+
+
+# --------------------------------------------------------------------------- adapter bases
+
+
+def _adapter_naming(tiny_adapter, tmp_path, base_name, name="adapter"):
+    d = tmp_path / name
+    shutil.copytree(tiny_adapter("qwen2", "rank1"), d)
+    cfg = json.loads((d / "adapter_config.json").read_text())
+    (d / "adapter_config.json").write_text(json.dumps({**cfg, "base_model_name_or_path":
+                                                       base_name}))
+    return d
+
+
+def _no_base_warning():
+    import warnings
+
+    ctx = warnings.catch_warnings()
+    ctx.__enter__()
+    warnings.simplefilter("error", AdapterBaseWarning)
+    return ctx
+
+
+def test_adapter_for_a_base_with_equal_shapes_but_other_weights_is_refused(
+        tiny_dir, tiny_adapter):
+    """The adapter names tiny qwen2 (seed 0); the model is a qwen2 of the same shapes with
+    other weights (seed 1). Shapes pass; the base check does not."""
+    other = tiny_dir("qwen2", seed=1)
+    adapter = tiny_adapter("qwen2", "rank1")
+    named = json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
+    assert named == str(tiny_dir("qwen2"))
+    with pytest.raises(AdapterError, match=r"trained on .*qwen2'.*applied to .*qwen2-seed1.*"
+                                           r"other weights.*allow_other_base=True"):
+        emlens.load_model(other, adapter=adapter, device="cpu")
+    ctx = _no_base_warning()
+    try:
+        model = emlens.load_model(other, adapter=adapter, device="cpu", allow_other_base=True)
+    finally:
+        ctx.__exit__(None, None, None)
+    assert model.emlens_provenance["adapters"][0]["base_check"] == "other"
+
+
+def test_adapter_base_same_copy_mirror_and_relative_names_pass(tiny_dir, tiny_adapter, tmp_path,
+                                                              monkeypatch):
+    base = tiny_dir("qwen2")
+    ctx = _no_base_warning()
+    try:
+        model = emlens.load_model(base, adapter=tiny_adapter("qwen2", "rank1"), device="cpu")
+        assert model.emlens_provenance["adapters"][0]["base_check"] == "same"
+        # A copy of the base under another name: the same weights.
+        copy = tmp_path / "my-local-copy"
+        shutil.copytree(base, copy)
+        model = emlens.load_model(copy, adapter=tiny_adapter("qwen2", "rank1"), device="cpu")
+        assert model.emlens_provenance["adapters"][0]["base_check"] == "same"
+        # A hub mirror's name whose last part is the model's folder name: a weak match.
+        mirror = _adapter_naming(tiny_adapter, tmp_path, "unsloth/qwen2", "mirror")
+        model = emlens.load_model(base, adapter=mirror, device="cpu")
+        assert model.emlens_provenance["adapters"][0]["base_check"] == "name"
+        # A relative path from the working directory.
+        monkeypatch.chdir(base.parent)
+        rel = _adapter_naming(tiny_adapter, tmp_path, "./qwen2", "relative")
+        model = emlens.load_model(base, adapter=rel, device="cpu")
+        assert model.emlens_provenance["adapters"][0]["base_check"] == "same"
+        # A model object keeps its name_or_path to compare with.
+        hf = AutoModelForCausalLM.from_pretrained(base, attn_implementation="eager")
+        model = emlens.load_model(hf, adapter=tiny_adapter("qwen2", "rank1"), device="cpu")
+        assert model.emlens_provenance["adapters"][0]["base_check"] == "same"
+    finally:
+        ctx.__exit__(None, None, None)
+
+
+def test_adapter_naming_another_model_warns_or_raises(tiny_dir, tiny_adapter, tmp_path):
+    base = tiny_dir("qwen2")
+    elsewhere = _adapter_naming(tiny_adapter, tmp_path, "Qwen/Qwen2.5-0.5B-Instruct")
+    # A local model and a hub id that names something else: cannot compare the weights.
+    with pytest.warns(AdapterBaseWarning, match=r"trained on 'Qwen/Qwen2.5-0.5B-Instruct'.*"
+                                                r"names differ"):
+        model = emlens.load_model(base, adapter=elsewhere, device="cpu")
+    assert model.emlens_provenance["adapters"][0]["base_check"] == "differs"
+    # Two hub ids that differ: clearly another base.
+    _fake_hub_cache(base, "emlens-test/tiny-qwen2-base")
+    with pytest.raises(AdapterError, match=r"'Qwen/Qwen2.5-0.5B-Instruct'.*different hub "
+                                           r"repositories"):
+        emlens.load_model("emlens-test/tiny-qwen2-base", adapter=elsewhere, device="cpu")
+    # An adapter that names no base: nothing to compare, no warning.
+    blank = _adapter_naming(tiny_adapter, tmp_path, None, "blank")
+    ctx = _no_base_warning()
+    try:
+        model = emlens.load_model(base, adapter=blank, device="cpu")
+    finally:
+        ctx.__exit__(None, None, None)
+    assert model.emlens_provenance["adapters"][0]["base_check"] == "unknown"
