@@ -1,7 +1,9 @@
 """Throughput of emlens.sample (steered and not) vs plain transformers generate.
 
-Same model weights, batch, prompt lengths, new-token count and decoding (greedy, no early
-stop: end-of-turn tokens are suppressed in all runs so every sequence runs to the limit).
+Same model weights, batch, prompt lengths, new-token count and decoding (greedy, or sampled
+with --temperature; no early stop: end-of-turn tokens are suppressed in all runs so every
+sequence runs to the limit). Sampled, plain HF draws with torch.multinomial on the global
+RNG, emlens with one generator per answer (emlens.sampling).
 Baseline: a fresh AutoModelForCausalLM (no TransformerLens, no hooks) calling `generate`
 with the same left-padded batch. Candidates: `emlens.sample` on the emlens-loaded bridge,
 without interventions and inside `emlens.steer` (one layer, the middle one). The three
@@ -12,7 +14,7 @@ Models: a random Qwen2-shaped model (d 512, 8 layers, vocab 32768; batch 16, 64 
 and, when available, SmolLM2-135M-Instruct (30 layers, d 576; batch 8, 32 tokens; see
 bench/_smollm2.py). Target: steered >= 0.9x plain on SmolLM2.
 
-    python bench/sampling.py [--quick] [--reps 5] [--also-unshimmed]
+    python bench/sampling.py [--quick] [--reps 5] [--also-unshimmed] [--temperature 1]
                                                 # writes bench/results/sampling.json
 """
 
@@ -48,7 +50,7 @@ TARGET = 0.9
 
 
 def measure(name: str, path: Path, batch: int, new_tokens: int, reps: int,
-            also_unshimmed: bool = False) -> dict:
+            also_unshimmed: bool = False, temperature: float = 0.0) -> dict:
     model = emlens.load_model(path, device="cpu")
     plain = AutoModelForCausalLM.from_pretrained(path, attn_implementation="eager").eval()
     tok = model.tokenizer
@@ -64,10 +66,13 @@ def measure(name: str, path: Path, batch: int, new_tokens: int, reps: int,
 
     def run_plain():
         ids, mask = pad_batch(prompts, pad, side="left")
+        decoding = (dict(do_sample=True, temperature=temperature, top_p=1.0, top_k=0)
+                    if temperature > 0 else
+                    dict(do_sample=False, temperature=None, top_p=None, top_k=None))
         with torch.no_grad():
             return plain.generate(input_ids=ids, attention_mask=mask, max_new_tokens=new_tokens,
-                                  min_new_tokens=new_tokens, do_sample=False, bad_words_ids=bad,
-                                  pad_token_id=pad, temperature=None, top_p=None, top_k=None)
+                                  min_new_tokens=new_tokens, bad_words_ids=bad,
+                                  pad_token_id=pad, **decoding)
 
     def run_emlens(steered: bool):
         hf = model.original_model
@@ -81,10 +86,10 @@ def measure(name: str, path: Path, batch: int, new_tokens: int, reps: int,
         try:
             if steered:
                 with emlens.steer(model, vec, 2.0):
-                    return emlens.sample(model, questions, n=1, temperature=0.0,
+                    return emlens.sample(model, questions, n=1, temperature=temperature,
                                          max_new_tokens=new_tokens, batch_size=batch,
                                          progress=False)
-            return emlens.sample(model, questions, n=1, temperature=0.0,
+            return emlens.sample(model, questions, n=1, temperature=temperature,
                                  max_new_tokens=new_tokens, batch_size=batch, progress=False)
         finally:
             del hf.generate
@@ -118,7 +123,8 @@ def measure(name: str, path: Path, batch: int, new_tokens: int, reps: int,
     tokens = batch * new_tokens
     med = {k: statistics.median(v) for k, v in wall.items()}
     med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
-    res = {"model": name, "n_layers": n_layers, "d_model": d_model, "batch": batch,
+    res = {"model": name, "temperature": temperature, "n_layers": n_layers,
+           "d_model": d_model, "batch": batch,
            "new_tokens": new_tokens, "reps": reps,
            "plain_tokens_per_s": tokens / med["plain"],
            "emlens_tokens_per_s": tokens / med["emlens"],
@@ -149,6 +155,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (1 is stable on a shared box)")
     ap.add_argument("--no-smollm2", action="store_true")
+    ap.add_argument("--temperature", type=float, default=0.0,
+                    help="0: greedy (default); > 0: sampled, plain HF do_sample against "
+                         "emlens's per-answer generators")
     ap.add_argument("--also-unshimmed", action="store_true",
                     help="also time steered sampling without emlens._compat's speed shims")
     args = ap.parse_args()
@@ -161,15 +170,18 @@ def main() -> None:
     print(f"torch threads {torch.get_num_threads()}, load average "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; emlens from "
           f"{Path(emlens.__file__).parent}", flush=True)
-    results = [measure("tiny-qwen2", path, batch, new_tokens, reps, args.also_unshimmed)]
+    results = [measure("tiny-qwen2", path, batch, new_tokens, reps, args.also_unshimmed,
+                       args.temperature)]
     smol = None if args.no_smollm2 else smollm2_or_none()
     if smol is not None:
-        results.append(measure("SmolLM2", smol, 8, 32, reps, args.also_unshimmed))
+        results.append(measure("SmolLM2", smol, 8, 32, reps, args.also_unshimmed,
+                               args.temperature))
         r = results[-1]
         print(f"SmolLM2 steered ratio {r['ratio_steered']:.3f} (target >= {TARGET}): "
               f"{'met' if r['ratio_steered'] >= TARGET else 'MISSED'}")
     print(f"load average at the end {os.getloadavg()[0]:.1f}")
-    out = Path(__file__).resolve().parent / "results" / "sampling.json"
+    out = Path(__file__).resolve().parent / "results" / (
+        "sampling.json" if args.temperature == 0 else "sampling-sampled.json")
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({"torch_threads": torch.get_num_threads(), "results": results},
                               indent=2))

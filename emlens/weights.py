@@ -414,11 +414,15 @@ def _checkpoint_config(hf: torch.nn.Module) -> Any:
         method = get("quant_method")
         method = str(getattr(method, "value", method)).lower()
         if method == "gguf":
-            if not get("dequantize", True):
+            # The flag is not reliable (transformers' older GGUF loader dequantizes every
+            # tensor and leaves dequantize=False): look at the modules themselves.
+            packed = [n for n, m in hf.named_modules() if type(m).__name__.startswith("Gguf")]
+            packed += [n for n, t in hf.named_parameters() if not t.is_floating_point()]
+            if packed:
                 raise UnsupportedModelError(
-                    "this model was loaded from a GGUF file with its weights kept in packed "
-                    "GGUF blocks, which a float checkpoint cannot hold; load it with "
-                    "GgufConfig(dequantize=True) (transformers' quantization_config=) first")
+                    f"this model was loaded from a GGUF file with its weights kept in packed "
+                    f"GGUF blocks ({packed[0]}, ...), which a float checkpoint cannot hold; "
+                    f"load it with quantization_config=GgufConfig(dequantize=True) first")
             del config.quantization_config
             log.info("dropped the GGUF quantization_config: the checkpoint holds the "
                      "dequantized float weights")

@@ -525,8 +525,8 @@ def test_save_model_of_a_config_without_architectures_reloads(origin, tiny_dir, 
 
     cfg = AutoConfig.from_pretrained(tiny_dir("llama"))
     cfg.architectures = None
-    if origin == "gguf":
-        cfg.quantization_config = GgufConfig(gguf_file="model.Q4_1.gguf", dequantize=True)
+    if origin == "gguf":  # as transformers leaves a dequantized GGUF load: dequantize=False
+        cfg.quantization_config = GgufConfig(gguf_file="model.Q4_1.gguf", dequantize=False)
     torch.manual_seed(5)
     hf = AutoModelForCausalLM.from_config(cfg, attn_implementation="eager").eval()
     assert not hf.config.architectures
@@ -546,16 +546,22 @@ def test_save_model_of_a_config_without_architectures_reloads(origin, tiny_dir, 
 
 
 def test_save_model_refuses_packed_gguf_weights(tiny_dir, tmp_path):
+    """Packed GGUF modules (transformers' GgufLinear) cannot go into a float checkpoint;
+    the dequantize flag alone is not trusted (the older loader leaves it False after
+    dequantizing everything)."""
     from transformers import GgufConfig
 
     model = emlens.load_model(tiny_dir("llama"), device="cpu")
-    model.original_model.config.quantization_config = GgufConfig(gguf_file="m.gguf",
-                                                                 dequantize=False)
+    hf = model.original_model
+    hf.config.quantization_config = GgufConfig(gguf_file="m.gguf", dequantize=False)
+    GgufLinear = type("GgufLinear", (torch.nn.Module,), {})
+    hf.add_module("packed_probe", GgufLinear())
     try:
         with pytest.raises(UnsupportedModelError, match="packed GGUF blocks"):
             save_model(model, tmp_path / "x")
     finally:
-        del model.original_model.config.quantization_config
+        del hf.packed_probe
+        del hf.config.quantization_config
     assert not os.listdir(tmp_path)
 
 
