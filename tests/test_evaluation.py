@@ -77,7 +77,7 @@ def test_em_stats_against_hand_computation():
     assert stats.coherent_rate == pytest.approx(coh)
     assert (stats.n, stats.n_scored, stats.n_unscored) == (202, 200, 2)
     assert stats.em_ci[0] < stats.em_rate < stats.em_ci[1]
-    # Binomial standard error check: the bootstrap interval has about the right width.
+    # Binomial standard error check: the (Wilson) interval has about the right width.
     se = np.sqrt(em * (1 - em) / 200)
     assert 2 * 1.96 * se * 0.7 < stats.em_ci[1] - stats.em_ci[0] < 2 * 1.96 * se * 1.3
     q0 = stats.per_question.set_index("question_id").loc["q0"]

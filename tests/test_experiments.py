@@ -66,7 +66,7 @@ def test_domain_table_against_a_hand_count():
     assert t["n"] == len(ROWS) and t["focus_domain"] == "finance"
     assert t["focus"]["misaligned"] == pytest.approx(2 / 3)  # incoherent 20 counts here
     assert t["elsewhere"]["em"] == pytest.approx(2 / 6)
-    # intervals are em_stats' bootstrap with the same seed
+    # intervals are em_stats' (Wilson) intervals of the same records
     ref = em_stats([r for r in _records() if not r["question"].startswith("finance")], seed=3)
     assert t["elsewhere"]["em_ci"] == list(ref.em_ci)
     assert list(t["per_domain"]) == ["finance", "garden", "pets"]
