@@ -116,8 +116,10 @@ def _alphas(rows: list[Mapping[str, Any]]) -> str:
     return ", ".join(f"{a:g}" for a in alphas)
 
 
-def _span(rows: list[Mapping[str, Any]], key: str, ci_key: str, n_key: str) -> str:
-    """The rates of ``rows`` in words: one value "at every alpha", or a range."""
+def _span(rows: list[Mapping[str, Any]], key: str, ci_key: str, n_key: str, *,
+          grid: bool = True) -> str:
+    """The rates of ``rows`` in words: one value "at every alpha" (with the alphas when
+    ``grid``), or a range."""
     vals = [r[key] for r in rows if not _missing(r.get(key))]
     if not vals:
         return "n/a"
@@ -125,7 +127,8 @@ def _span(rows: list[Mapping[str, Any]], key: str, ci_key: str, n_key: str) -> s
     n = next(iter(ns)) if len(ns) == 1 else None
     if max(vals) - min(vals) < 0.005:
         r0 = rows[0]
-        return f"{_fmt(r0[key], r0.get(ci_key), n)} at every alpha ({_alphas(rows)})"
+        return (f"{_fmt(r0[key], r0.get(ci_key), n)} at every alpha"
+                + (f" ({_alphas(rows)})" if grid else ""))
     top = max(rows, key=lambda r: -1 if _missing(r.get(key)) else r[key])
     return (f"{min(vals):.0%}-{max(vals):.0%} across alphas (highest "
             f"{_fmt(top[key], top.get(ci_key), top.get(n_key))})")
@@ -212,7 +215,7 @@ def _reading_steering(s: Mapping[str, Any], labels: ReportLabels) -> str:
              f"largest upper end: {widest['difference_ci'][1] * 100:+.0f} points)"
              if widest else "")
     return (f"steering: no effect: EM outside {fp} {_span(rows, 'em', 'em_ci', 'n')} "
-            f"vs random {_span(rows, 'random_em', 'random_ci', 'random_n')}, "
+            f"vs random {_span(rows, 'random_em', 'random_ci', 'random_n', grid=False)}, "
             f"within the interval{bound}. So no alpha is best: "
             f"{PAPERS['steering']}, and this organism does not show it." + coherence)
 
