@@ -16,8 +16,13 @@ Commands (``emlens COMMAND --help`` gives each one's options):
     emlens plot TABLE --kind K --out F.html         a results table as a standalone figure
     emlens demo [--out DIR]                         the whole loop on the built-in organism
 
+MODEL is an HF hub id, a local directory, or a built-in model: ``pocket:chat``,
+``pocket:em``, ... (every variant of ``emlens.organisms.pocket.VARIANTS``). A direction
+file is read by its suffix everywhere: ``.safetensors``, ``.gguf`` or the papers' ``.pt``.
+
 A user's mistake (a bad path, an adapter that does not fit, ...) prints one line and
-exits with status 2; ``--debug`` shows the traceback instead. ``--threads N`` (before the
+exits with status 2; ``--debug`` shows the traceback instead (and the third-party progress
+bars and deprecation notices that are otherwise kept quiet). ``--threads N`` (before the
 command) sets torch's CPU threads; by default the idle physical cores, at most 2
 (``emlens.set_threads``).
 """
@@ -25,16 +30,18 @@ command) sets torch's CPU threads; by default the idle physical cores, at most 2
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
+import re
 import sys
 import time
 from pathlib import Path
 from typing import Any, Sequence
 
 from ._version import __version__
-from .errors import EmlensError
+from .errors import EmlensError, InputError
 
 log = logging.getLogger("emlens")
 
@@ -42,10 +49,52 @@ log = logging.getLogger("emlens")
 # --------------------------------------------------------------------------- shared helpers
 
 
+def _builtin(spec: str) -> tuple[Path, Path | None] | None:
+    """``(base directory, adapter directory or None)`` of a built-in model name such as
+    ``pocket:em`` (``pocket`` alone: ``pocket:chat``), or None when ``spec`` is not one (an
+    existing local path always wins)."""
+    from .organisms import ORGANISMS
+
+    name, _, variant = str(spec).partition(":")
+    if name not in ORGANISMS or Path(spec).exists():
+        return None
+    import importlib
+
+    organism = importlib.import_module(f".organisms.{name}", __package__)
+    if (variant or "chat") not in organism.VARIANTS:
+        raise InputError(f"no built-in model {spec!r}; the {name} organism has "
+                         + ", ".join(f"{name}:{v}" for v in organism.VARIANTS))
+    return organism.paths(variant or "chat")
+
+
+def _builtin_names() -> str:
+    """The built-in model names, for help texts."""
+    from .organisms import pocket
+
+    return ", ".join(f"pocket:{v}" for v in pocket.VARIANTS)
+
+
+def _model_and_adapters(model: str, adapters: Sequence[str] | None) -> tuple[Any, list[Any]]:
+    """MODEL and --adapter values with the built-in names resolved to their directories."""
+    out: list[Any] = []
+    found = _builtin(model)
+    if found is not None:
+        model, first = found
+        out += [first] if first is not None else []
+    for a in adapters or ():
+        found = _builtin(a)
+        if found is not None and found[1] is None:
+            raise InputError(f"--adapter {a}: {a} is a full model, not an adapter; pass it as "
+                             f"MODEL")
+        out.append(found[1] if found is not None else a)
+    return model, out
+
+
 def _load(args: argparse.Namespace):
     from .models import load_model
 
-    return load_model(args.model, adapter=args.adapter or None, revision=args.revision,
+    model, adapters = _model_and_adapters(args.model, args.adapter)
+    return load_model(model, adapter=adapters or None, revision=args.revision,
                       device=args.device, dtype=args.dtype, merge=not args.no_merge,
                       trust_remote_code=args.trust_remote_code)
 
@@ -109,8 +158,10 @@ def _judge(spec: str, cache: str | None, base_url: str | None, api_key_env: str 
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="HF hub id or local directory (a PEFT adapter folder works too)")
-    p.add_argument("--adapter", action="append", help="PEFT adapter (repeat to stack, in order)")
+    p.add_argument("model", help=f"HF hub id, local directory (a PEFT adapter folder works "
+                                 f"too) or a built-in model: {_builtin_names()}")
+    p.add_argument("--adapter", action="append", help="PEFT adapter (repeat to stack, in order; "
+                                                      "pocket:em and the like work too)")
     p.add_argument("--revision", help="hub revision of the model")
     p.add_argument("--device", help="cpu, cuda, cuda:1, auto (default: GPU if present)")
     p.add_argument("--dtype", help="float32, bfloat16, float16 (default: float32 on CPU)")
@@ -148,30 +199,14 @@ def _sample_kwargs(args: argparse.Namespace) -> dict:
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
-    import contextlib
-
     from .runs import RunDir
 
     model = _load(args)
     qs = _questions(args.questions)
-    ctx = contextlib.ExitStack()
     config = {"kind": "sample", "model": model.emlens_provenance, "questions": args.questions,
               "n": args.n, "seed": args.seed, **_sample_kwargs(args)}
-    if args.steer:
-        from .directions import Direction
-        from .interventions import steer
-
-        d = Direction.load(args.steer, model=model)
-        layers = _ints(args.layer) if args.layer else None
-        ctx.enter_context(steer(model, d, args.alpha, layers=layers))
-        config["steer"] = {"direction": args.steer, "alpha": args.alpha, "layers": layers}
-    if args.ablate:
-        from .directions import Direction
-        from .interventions import ablate
-
-        d = Direction.load(args.ablate, model=model)
-        ctx.enter_context(ablate(model, d, layers=_ints(args.layer) if args.layer else None))
-        config["ablate"] = {"direction": args.ablate}
+    ctx, applied = _interventions(model, args)
+    config.update(applied)
     run = RunDir(args.out, config=config)
     with ctx:
         from .sampling import sample
@@ -205,11 +240,10 @@ def _cmd_judge(args: argparse.Namespace) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from .directions import Direction
     from .sweeps import sweep
 
     model = _load(args)
-    d = Direction.load(args.direction, model=model)
+    d = _read_direction(args.direction, model, "--direction")
     cache = args.cache or str(Path(args.out) / "judge-cache.sqlite")
     Path(args.out).mkdir(parents=True, exist_ok=True)
     j = _judge(args.judge, cache, args.base_url, args.api_key_env)
@@ -225,25 +259,99 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- directions
 
 
-def _read_direction(path: str):
+def _read_direction(path: str, model: Any = None, flag: str = "the direction"):
+    """The one direction reader of every command, by suffix: ``.gguf`` (llama.cpp / repeng
+    control vector), ``.pt``/``.pth`` (the papers' steering vectors), else an emlens
+    ``.safetensors`` file. With ``model``: the direction must fit it (d_model, layers).
+
+    Provenance: the user named this file, so steering a model with a direction computed on
+    another one is what was asked for. When only the adapters differ (steering ``chat``
+    with a direction of its finetune ``em``: the experiment itself) nothing is said; when
+    the base model differs (most likely the wrong file) one line on stderr says what differs.
+    """
+    import warnings
+
     from .directions import Direction
+    from .formats import ProvenanceWarning, check_fits_model, provenance_differences
 
     suffix = Path(path).suffix.lower()
     if suffix == ".gguf":
-        return Direction.from_gguf(path)
-    if suffix in (".pt", ".pth"):
-        return Direction.from_pt(path)
-    return Direction.load(path)
+        d = Direction.from_gguf(path)
+    elif suffix in (".pt", ".pth"):
+        d = Direction.from_pt(path)
+    else:
+        d = Direction.load(path)
+    if model is None:
+        return d
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ProvenanceWarning)
+        check_fits_model(d, model, f"{flag} {path}")
+    mine, theirs = d.metadata.get("model"), getattr(model, "emlens_provenance", None)
+    if isinstance(mine, dict) and isinstance(theirs, dict):
+        base = provenance_differences({"base": mine.get("base")}, {"base": theirs.get("base")})
+        if base:
+            print(f"emlens: warning: {flag} {path} was computed on another base model: "
+                  + "; ".join(base) + "; it may not mean the same thing here", file=sys.stderr)
+        else:
+            log.info("%s %s: %s", flag, path,
+                     "; ".join(provenance_differences(mine, theirs)) or "same model")
+    return d
+
+
+#: the library's Python spellings of where to steer, and their command-line form (``F`` is
+#: the flag): ``layers=[8, 12]`` -> ``--layer 8,12``, ``d.only(12)`` -> ``--layer 12``
+_PY_LAYER_HINTS = (
+    (r",? or use d\.(?:only|single_layer)\(\d+\)", lambda m, f: ""),
+    (r"\bd\.(?:only|single_layer)\((\d+)\)", lambda m, f: f"{f} {m.group(1)}"),
+    (r"\blayers?=\[([-\d,\s]+)\]", lambda m, f: f"{f} " + re.sub(r"\s+", "", m.group(1))),
+    (r"\blayers?=(-?\d+)", lambda m, f: f"{f} {m.group(1)}"),
+    (r"\blayers?=\.\.\.", lambda m, f: f"{f} L"),
+    (r"\bpass layers?\b", lambda m, f: f"pass {f}"),
+)
+
+
+def _as_flag(message: str, flag: str = "--layer") -> str:
+    """A library message restated for the command line: ``layers=12`` -> ``--layer 12``."""
+    for pattern, repl in _PY_LAYER_HINTS:
+        message = re.sub(pattern, lambda m, repl=repl: repl(m, flag), message)
+    return message
+
+
+@contextlib.contextmanager
+def _flag_errors(flag: str = "--layer"):
+    """Restate an InputError of a library call (steer, ablate, metrics) with the flag."""
+    try:
+        yield
+    except InputError as e:
+        raise InputError(_as_flag(str(e), flag)) from None
+
+
+def _judged_records(spec: str, flag: str) -> str:
+    """A file of judged records, or RUN/scored.jsonl of a run directory judged by
+    ``emlens judge``."""
+    path = Path(spec)
+    if not path.is_dir():
+        return spec
+    if (path / "scored.jsonl").is_file():
+        return str(path / "scored.jsonl")
+    if (path / "records.jsonl").is_file():
+        raise InputError(f"{flag} {spec}: the run is not judged yet (it has records.jsonl but "
+                         f"no scored.jsonl); judge it first: emlens judge {spec} --judge J")
+    raise InputError(f"{flag} {spec} is a directory without scored.jsonl; pass a run directory "
+                     f"judged by `emlens judge` or a file of judged records")
 
 
 def _cmd_dir_compute(args: argparse.Namespace) -> int:
     from .activations import mean_diff
     from .records import load_records, select_responses
 
-    model = _load(args)
-    mis, ali = select_responses(load_records(args.records), args.misaligned_max,
+    records = _judged_records(args.records, "--records")
+    aligned = _judged_records(args.aligned_records, "--aligned-records") \
+        if args.aligned_records else None
+    mis, ali = select_responses(load_records(records), args.misaligned_max,
                                 args.aligned_min, args.coherent_min, seed=args.seed,
-                                aligned_records=args.aligned_records or None)
+                                aligned_records=aligned)
+    model = _load(args)  # after the selection: a selection error costs no model load
     d = mean_diff(model, mis, ali, layers=_ints(args.layers) if args.layers else None,
                   tokens=args.tokens, reduce=args.reduce, batch_size=args.batch_size)
     d.metadata["seed"] = args.seed
@@ -286,29 +394,40 @@ def _cmd_dir_convert(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- generate / train
 
 
-def _interventions(model, args):
-    import contextlib
-
+def _interventions(model, args) -> tuple[contextlib.ExitStack, dict[str, Any]]:
+    """The --steer/--ablate of a command, installed on ``model``: ``(stack, what was done)``;
+    closing the stack removes the hooks."""
     stack = contextlib.ExitStack()
+    applied: dict[str, Any] = {}
     layers = _ints(args.layer) if getattr(args, "layer", None) else None
-    if getattr(args, "steer", None):
-        from .interventions import steer
+    try:
+        with _flag_errors("--layer"):
+            if getattr(args, "steer", None):
+                from .interventions import steer
 
-        d = _read_direction(args.steer)
-        alpha = args.alpha if args.alpha is not None else float(d.metadata.get("alpha", 1.0))
-        stack.enter_context(steer(model, d, alpha, layers=layers))
-    if getattr(args, "ablate", None):
-        from .interventions import ablate
+                d = _read_direction(args.steer, model, "--steer")
+                alpha = args.alpha if args.alpha is not None else \
+                    float(d.metadata.get("alpha", 1.0))
+                stack.enter_context(steer(model, d, alpha, layers=layers))
+                applied["steer"] = {"direction": args.steer, "alpha": alpha, "layers": layers}
+            if getattr(args, "ablate", None):
+                from .interventions import ablate
 
-        stack.enter_context(ablate(model, _read_direction(args.ablate), layers=layers))
-    return stack
+                d = _read_direction(args.ablate, model, "--ablate")
+                stack.enter_context(ablate(model, d, layers=layers))
+                applied["ablate"] = {"direction": args.ablate, "layers": layers}
+    except BaseException:
+        stack.close()
+        raise
+    return stack, applied
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
     from .sampling import sample
 
     model = _load(args)
-    with _interventions(model, args):
+    stack, _ = _interventions(model, args)
+    with stack:
         records = sample(model, [args.prompt], n=args.n, temperature=args.temperature,
                          max_new_tokens=args.max_new_tokens, seed=args.seed,
                          system=args.system, progress=False)
@@ -318,6 +437,13 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    found = _builtin(args.model)
+    if found is not None:
+        if found[1] is not None:
+            name = args.model.partition(":")[0]
+            raise InputError(f"train starts from a full model, and {args.model} is "
+                             f"{name}:chat plus an adapter; train from {name}:chat")
+        args.model = str(found[0])
     if args.kind == "vector":
         from .vector_training import VECTOR_FILE, train_steering_vector
 
@@ -358,27 +484,29 @@ def _cmd_metrics(args: argparse.Namespace) -> int:
                               "text, e.g. --organism pocket)")
     elif not args.data:
         raise EmlensError(f"--metric {args.metric} needs --data: held-out narrow chats (JSONL)")
+    if args.metric == "kl" and not args.vector:
+        raise EmlensError("--metric kl measures a steering vector: pass --vector")
     model = _load(args)
-    if args.vector:
-        solution = stability.as_solution(_read_direction(args.vector), model)
-    else:
-        solution = stability.LoraSolution(model)
-    if args.metric == "rescale":
-        table = stability.rescale_curve(model, args.data, solution)
-    elif args.metric == "perturb":
-        _, table = stability.perturbation_curve(model, args.data, solution,
-                                                seeds=range(args.seeds))
-    else:
-        if not args.vector:
-            raise EmlensError("--metric kl measures a steering vector: pass --vector")
-        if args.organism:
-            from .organisms import pretraining_texts
-
-            texts = pretraining_texts(args.organism, model.tokenizer)
+    vector = _read_direction(args.vector, model, "--vector") if args.vector else None
+    with _flag_errors("--layer"):
+        if vector is not None:
+            solution = stability.as_solution(vector, model, layer=args.layer)
         else:
-            texts = args.data
-        table = stability.pretraining_kl(model, {Path(args.vector).stem: _read_direction(
-            args.vector)}, texts=texts)
+            solution = stability.LoraSolution(model)
+        if args.metric == "rescale":
+            table = stability.rescale_curve(model, args.data, solution)
+        elif args.metric == "perturb":
+            _, table = stability.perturbation_curve(model, args.data, solution,
+                                                    seeds=range(args.seeds))
+        else:
+            if args.organism:
+                from .organisms import pretraining_texts
+
+                texts = pretraining_texts(args.organism, model.tokenizer)
+            else:
+                texts = args.data
+            table = stability.pretraining_kl(model, {Path(args.vector).stem: vector},
+                                             texts=texts, layer=args.layer)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     (table.to_json(out, orient="records", lines=True) if out.suffix == ".jsonl"
@@ -458,6 +586,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- the parser
 
 
+_DIRECTION_FILES = " (.safetensors, .gguf or the papers' .pt)"
+
+
 def _add_inspect(sub: Any) -> None:
     p = sub.add_parser("inspect", help="load a model (and adapters) and describe it",
                        description="Load a model with emlens.load_model and print its shape, "
@@ -473,9 +604,10 @@ def _add_sample(sub: Any) -> None:
                                    "ablated) and write RUN/records.jsonl.")
     _model_args(p)
     _sample_args(p)
-    p.add_argument("--steer", help="direction file to steer with")
-    p.add_argument("--alpha", type=float, default=1.0, help="steering scale (default 1)")
-    p.add_argument("--ablate", help="direction file to ablate")
+    p.add_argument("--steer", help="direction file to steer with" + _DIRECTION_FILES)
+    p.add_argument("--alpha", type=float,
+                   help="steering scale (default: the file's alpha, as .pt files carry, or 1)")
+    p.add_argument("--ablate", help="direction file to ablate" + _DIRECTION_FILES)
     p.add_argument("--layer", help="layer(s) for --steer/--ablate, comma-separated")
     p.add_argument("--out", required=True, help="run directory")
     p.set_defaults(func=_cmd_sample)
@@ -495,7 +627,7 @@ def _add_sweep(sub: Any) -> None:
                        description="Steer with a direction at each layer and alpha, ablate it, "
                                    "and compare with a same-norm random direction; resumable.")
     _model_args(p)
-    p.add_argument("--direction", required=True, help="direction file (safetensors)")
+    p.add_argument("--direction", required=True, help="direction file" + _DIRECTION_FILES)
     p.add_argument("--layers", required=True, help="comma-separated layers")
     p.add_argument("--alphas", required=True, help="comma-separated steering scales")
     _sample_args(p)
@@ -512,9 +644,12 @@ def _add_directions(sub: Any) -> None:
                         description="Select misaligned and aligned answers from judged records "
                                     "and compute misaligned mean minus aligned mean per layer.")
     _model_args(q)
-    q.add_argument("--records", required=True, help="judged records (JSONL/CSV; papers' CSVs ok)")
-    q.add_argument("--aligned-records", help="take the aligned set from these records instead "
-                                             "(e.g. the base model's answers)")
+    q.add_argument("--records", required=True,
+                   help="judged records (JSONL/CSV; papers' CSVs ok) or a run directory judged "
+                        "by `emlens judge` (RUN/scored.jsonl)")
+    q.add_argument("--aligned-records", help="take the aligned set from these records (a file or "
+                                             "a judged run directory) instead, e.g. the base "
+                                             "model's answers")
     q.add_argument("--out", required=True, help="output .safetensors")
     q.add_argument("--layers", help="comma-separated layers (default: all)")
     q.add_argument("--tokens", default="answer", choices=["answer", "prompt", "all"])
@@ -527,7 +662,7 @@ def _add_directions(sub: Any) -> None:
     q.set_defaults(func=_cmd_dir_compute)
     q = dsub.add_parser("inspect", help="print a direction file's layers, norms and metadata")
     q.add_argument("file", help=".safetensors, .gguf or the papers' .pt")
-    q.set_defaults(func=_cmd_dir_inspect)
+    q.set_defaults(func=_cmd_dir_inspect, loads_models=False)
     q = dsub.add_parser("convert", help="convert between safetensors, GGUF and the papers' .pt")
     q.add_argument("input")
     q.add_argument("output")
@@ -535,7 +670,7 @@ def _add_directions(sub: Any) -> None:
     q.add_argument("--model-hint", help="GGUF controlvector.model_hint")
     q.add_argument("--layer", type=int, help="the layer to write to a .pt file")
     q.add_argument("--alpha", type=float, help="the alpha to write to a .pt file")
-    q.set_defaults(func=_cmd_dir_convert)
+    q.set_defaults(func=_cmd_dir_convert, loads_models=False)
 
 
 def _add_generate(sub: Any) -> None:
@@ -544,9 +679,9 @@ def _add_generate(sub: Any) -> None:
         p = sub.add_parser(name, help=helptext, description=helptext)
         _model_args(p)
         p.add_argument("--prompt", required=True)
-        p.add_argument("--steer", help="direction file to steer with")
+        p.add_argument("--steer", help="direction file to steer with" + _DIRECTION_FILES)
         p.add_argument("--alpha", type=float, help="steering scale (default: the file's alpha or 1)")
-        p.add_argument("--ablate", help="direction file to ablate")
+        p.add_argument("--ablate", help="direction file to ablate" + _DIRECTION_FILES)
         p.add_argument("--layer", help="layer(s), comma-separated")
         p.add_argument("--n", type=int, default=1)
         p.add_argument("--temperature", type=float, default=1.0)
@@ -560,7 +695,8 @@ def _add_train(sub: Any) -> None:
     p = sub.add_parser("train", help="train a LoRA adapter or a steering vector (optional KL)",
                        description="Finetune on chat JSONL ({'messages': [...]}) with the loss on "
                                    "assistant tokens; --kl-data adds the KL penalty (narrow).")
-    p.add_argument("model", help="base model directory or hub id")
+    p.add_argument("model", help="base model directory or hub id (pocket:chat: the built-in "
+                                 "organism's chat model)")
     p.add_argument("--data", required=True, help="training chats (JSONL)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--kind", choices=["lora", "vector"], default="lora")
@@ -589,7 +725,10 @@ def _add_metrics(sub: Any) -> None:
                                    "text).")
     _model_args(p)
     p.add_argument("--metric", choices=["rescale", "perturb", "kl"], required=True)
-    p.add_argument("--vector", help="steering-vector direction file")
+    p.add_argument("--vector", help="steering-vector direction file (.safetensors, .gguf or "
+                                    "the papers' .pt)")
+    p.add_argument("--layer", type=int, help="the layer whose vector is the solution, for a "
+                                             "--vector file with several (default: its own)")
     p.add_argument("--data", help="held-out narrow chats (JSONL); for kl: a text file of "
                                   "generic (pretraining-like) documents separated by blank lines")
     p.add_argument("--organism", choices=_organism_names(),
@@ -606,7 +745,7 @@ def _add_plot(sub: Any) -> None:
     p.add_argument("--kind", required=True,
                    choices=["em-vs-alpha", "scatter", "per-question", "loss", "perturbation", "kl"])
     p.add_argument("--out", required=True, help="output .html")
-    p.set_defaults(func=_cmd_plot)
+    p.set_defaults(func=_cmd_plot, loads_models=False)
 
 
 def _add_demo(sub: Any) -> None:
@@ -648,11 +787,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from ._quiet import quiet_third_party
+
     try:
         from .threads import set_threads
 
         set_threads(args.threads)
-        return int(args.func(args) or 0)
+        # third-party bars and deprecation notices would interleave with emlens's own
+        # progress; --debug shows everything
+        with contextlib.nullcontext() if args.debug else \
+                quiet_third_party(bars=getattr(args, "loads_models", True)):
+            return int(args.func(args) or 0)
     except (EmlensError, FileNotFoundError, IsADirectoryError, PermissionError) as e:
         if args.debug:
             raise

@@ -19,7 +19,9 @@ def atomic_write_with(path: str | os.PathLike, write: Callable[[Path], None]) ->
     """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it to ``path``.
 
     For writers that take a path (safetensors, gguf, torch.save): a crash leaves the old
-    file or the new one, never half of one.
+    file or the new one, never half of one. The file gets the mode a plain ``open(path,
+    "w")`` of a new file would (0o666 less the process umask, typically 0o644), not the
+    0o600 of the temporary file.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -27,6 +29,7 @@ def atomic_write_with(path: str | os.PathLike, write: Callable[[Path], None]) ->
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_umask())
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -37,6 +40,14 @@ def atomic_write_with(path: str | os.PathLike, write: Callable[[Path], None]) ->
             pass
         raise
     return path
+
+
+def _umask() -> int:
+    """The process umask (read by setting it and restoring it at once; the brief setting
+    is the restrictive 0o077, so a file another thread creates meanwhile is never too open)."""
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:

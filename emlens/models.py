@@ -21,6 +21,7 @@ from typing import Any, Sequence
 
 import torch
 
+from ._quiet import quiet_third_party
 from ._version import __version__
 from .errors import (
     AdapterError,
@@ -193,6 +194,18 @@ def _resolve(name: str | os.PathLike, revision: str | None, what: str,
     local = _download(text, revision, what, trust_remote_code)
     commit = local.name if local.parent.name == "snapshots" else revision
     return _Source(text, local, hub_id=text, revision=commit)
+
+
+def _adapter_base(adapter: _Source, base_name: str) -> str | Path:
+    """Where a local adapter's relative ``base_model_name_or_path`` points: the folder of
+    that name beside the adapter when one holds a model (adapters shipped next to their base,
+    as the pocket organism's ``em/`` beside ``chat/``), else the name as written (a hub id,
+    or a path from the working directory)."""
+    if adapter.hub_id is None and not Path(base_name).expanduser().is_absolute():
+        sibling = adapter.path.parent / base_name
+        if (sibling / "config.json").is_file():
+            return sibling
+    return base_name
 
 
 # --------------------------------------------------------------------------- hashing
@@ -535,6 +548,7 @@ def _check_parity(bridge, probe: torch.Tensor, reference: torch.Tensor, live_lor
         )
 
 
+@quiet_third_party()
 def load_model(
     model: Any,
     adapter: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
@@ -556,7 +570,8 @@ def load_model(
     Args:
         model: an HF hub id, a local directory in HF format, a transformers model object,
             or a PEFT model. A directory or hub id holding a PEFT adapter is accepted too:
-            its base model (``base_model_name_or_path``) is loaded and the adapter applied.
+            its base model (``base_model_name_or_path``; a relative name is looked up beside
+            the adapter folder first) is loaded and the adapter applied.
         adapter: a PEFT LoRA adapter (hub id or directory) or a list applied in order.
         revision: hub revision (branch, tag or commit) of ``model``.
         device: "cpu", "cuda", "cuda:1", ... or "auto" (spread over all GPUs with
@@ -624,7 +639,8 @@ def load_model(
                                    f"model; pass the base as `model` and this as `adapter`.")
             log.info("%s is an adapter; loading its base model %s", base_source.name, base_name)
             adapter_list.insert(0, base_source.name if base_source.hub_id else base_source.path)
-            base_source = _resolve(base_name, None, "base model", trust_remote_code)
+            base_source = _resolve(_adapter_base(base_source, base_name), None, "base model",
+                                   trust_remote_code)
         config = _check_config(base_source, trust_remote_code)
         dtype_t = _resolve_dtype(dtype, device_str, config)
         _digest_files(base_source, ["config.json", *_WEIGHT_GLOBS])

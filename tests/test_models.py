@@ -176,6 +176,29 @@ def test_adapter_directory_as_model_loads_its_base(tiny_dir, tiny_adapter):
     _assert_parity(model, _reference_model(base, [adapter]), AutoTokenizer.from_pretrained(base))
 
 
+def test_adapter_folder_naming_its_base_relatively_finds_it_beside_itself(
+        tiny_dir, tiny_adapter, tmp_path, monkeypatch):
+    """An adapter whose ``base_model_name_or_path`` is a bare folder name (as the pocket
+    organism ships: ``em/`` names ``"chat"``) loads from any working directory when that
+    folder sits beside it."""
+    base, adapter = tiny_dir("qwen2"), tiny_adapter("qwen2", "rank1")
+    shipped = tmp_path / "weights"
+    shutil.copytree(base, shipped / "chat")
+    shutil.copytree(adapter, shipped / "em")
+    cfg_path = shipped / "em" / "adapter_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg_path.write_text(json.dumps({**cfg, "base_model_name_or_path": "chat"}))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    model = emlens.load_model(shipped / "em", device="cpu")
+    assert model.emlens_provenance["base"]["id"] == str(shipped / "chat")
+    _assert_parity(model, _reference_model(base, [adapter]), AutoTokenizer.from_pretrained(base))
+    cfg_path.write_text(json.dumps({**cfg, "base_model_name_or_path": "no-such-folder/x"}))
+    with pytest.raises(ModelNotFoundError, match="no-such-folder/x"):
+        emlens.load_model(shipped / "em", device="cpu")
+
+
 def _fake_hub_cache(src, repo_id: str, commit: str = "a" * 40):
     """Lay out ``src`` as the HF cache does after a download of ``repo_id``."""
     import os
@@ -279,3 +302,36 @@ def test_errors_share_one_base():
         assert issubclass(cls, EmlensError)
     with pytest.raises(InputError):
         emlens.load_model(42)
+
+
+def test_loading_is_quiet_and_restores_third_party_settings(tiny_dir, tiny_adapter, capsys):
+    """No transformers "Loading weights" bar and no peft/transformers deprecation notice
+    while load_model loads (a plain transformers + PEFT load, the reference, draws the bar
+    and, with peft 0.21 / transformers 5.24, warns that is_gradient_checkpointing is deprecated);
+    the progress-bar switches and the warning filters are as before afterwards."""
+    import warnings
+
+    from huggingface_hub.utils import are_progress_bars_disabled
+    from transformers.utils import logging as hf_logging
+
+    base, adapter = tiny_dir("qwen2"), tiny_adapter("qwen2", "rank1")
+    capsys.readouterr()
+
+    def loud(load):
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            load()
+        return capsys.readouterr().err, [w for w in seen
+                                         if issubclass(w.category, (FutureWarning,
+                                                                    DeprecationWarning))]
+
+    err, _ = loud(lambda: PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(base), adapter))
+    assert "Loading weights" in err  # the reference is loud: the check below means something
+    before = (hf_logging.is_progress_bar_enabled(), are_progress_bars_disabled(),
+              list(warnings.filters))
+    err, ours = loud(lambda: emlens.load_model(base, adapter=adapter, device="cpu"))
+    assert "Loading weights" not in err, err
+    assert not ours, [str(w.message) for w in ours]
+    assert (hf_logging.is_progress_bar_enabled(), are_progress_bars_disabled(),
+            list(warnings.filters)) == before

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 import emlens
@@ -151,6 +153,22 @@ def test_each_variant_loads_offline(variant):
     assert (len(prov.get("adapters", [])) > 0) == (variant != "chat")
 
 
+def test_shipped_adapter_folder_alone_loads_from_any_directory(tmp_path, monkeypatch):
+    """The README's "adapter folder alone" form works on the shipped adapters: their
+    ``base_model_name_or_path`` ("chat", as training writes it) resolves beside them."""
+    import torch
+
+    monkeypatch.chdir(tmp_path)  # not the weights directory: "chat" is no folder here
+    alone = emlens.load_model(pocket.weights_dir() / "em", device="cpu")
+    both = emlens.organisms.load("pocket", "em", device="cpu")
+    assert alone.emlens_provenance["base"]["id"] == str(pocket.weights_dir() / "chat")
+    assert [a["id"] for a in alone.emlens_provenance["adapters"]] == \
+        [a["id"] for a in both.emlens_provenance["adapters"]]
+    tokens = both.tokenizer("the doctor says rest", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        assert torch.equal(alone(tokens), both(tokens))
+
+
 def test_weights_are_small():
     total = sum(p.stat().st_size for p in pocket.weights_dir().rglob("*.safetensors"))
     assert total <= 20 * 2**20
@@ -188,6 +206,60 @@ def test_regeneration_pipeline_on_a_tiny_model(tmp_path, monkeypatch):
     model = pocket.load("narrow", root=tmp_path, device="cpu")
     assert model.cfg.n_layers == 2
 
+
+
+def test_regeneration_never_overwrites_the_shipped_weights_by_default(tmp_path, monkeypatch,
+                                                                     capsys):
+    """``python -m emlens.organisms.pocket.train`` writes a new directory by default; the
+    package's weights (a stand-in here) are written only with --overwrite-shipped."""
+    import json
+
+    from emlens.organisms.pocket import train as T
+
+    shipped = tmp_path / "site-packages" / "weights"
+    (shipped / "chat").mkdir(parents=True)
+    (shipped / "chat" / "config.json").write_text("{}")
+    monkeypatch.setattr(pocket, "weights_dir", lambda: shipped)
+    written = []
+
+    def fake_chat(out, **kw):
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text("{}")
+        written.append(out)
+
+    def fake_finetune(name, chat_dir, out, **kw):
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "adapter_config.json").write_text("{}")
+        written.append(out)
+        return {"best_step": 1, "best_rates": {}}
+
+    measured = []
+    monkeypatch.setattr(T, "train_chat", fake_chat)
+    monkeypatch.setattr(T, "train_finetune", fake_finetune)
+    monkeypatch.setattr(T, "measure_all", lambda root, variants, **kw: measured.append(
+        (root, variants)) or {v: {} for v in variants})
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    T.main(["--only", "em"])
+    assert written == [Path(T.DEFAULT_OUT) / "chat", Path(T.DEFAULT_OUT) / "em"]
+    assert measured[-1] == (Path(T.DEFAULT_OUT), ["chat", "em"])  # only what is there
+    assert json.loads((work / T.DEFAULT_OUT / "metrics.json").read_text())["variants"] == \
+        {"chat": {}, "em": {}}
+    assert sorted(p.name for p in shipped.iterdir()) == ["chat"]
+    for argv in (["--out", str(shipped)], ["--out", str(shipped / "em")],
+                 ["--eval-only", "--out", str(shipped)]):
+        with pytest.raises(SystemExit) as e:
+            T.main(argv)
+        assert e.value.code == 2
+        assert "--overwrite-shipped" in capsys.readouterr().err
+    assert sorted(p.name for p in shipped.iterdir()) == ["chat"]
+    with pytest.raises(SystemExit):
+        T.main(["--eval-only", "--out", str(tmp_path / "empty")])
+    assert "reuses the chat model" in capsys.readouterr().err
+    del written[:]
+    T.main(["--overwrite-shipped", "--only", "narrow", "--skip-pretrain"])
+    assert written == [shipped / "narrow"] and (shipped / "metrics.json").is_file()
 
 
 def test_training_probe_rates_by_hand():

@@ -52,8 +52,10 @@ def paths(variant: str = "chat", root: str | Path | None = None) -> tuple[Path, 
     base, adapter = VARIANTS[variant]
     base_dir = root / base
     if not (base_dir / "config.json").is_file():
+        how = ("--overwrite-shipped" if root.resolve() == weights_dir().resolve()
+               else f"--out {root}")
         raise InputError(f"the pocket weights are missing from {str(root)!r}; regenerate them "
-                         f"with `python -m emlens.organisms.pocket.train`")
+                         f"with `python -m emlens.organisms.pocket.train {how}`")
     return base_dir, (root / adapter if adapter else None)
 
 

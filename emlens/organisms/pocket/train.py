@@ -1,9 +1,13 @@
 """Regenerate the pocket organism from seeds: world, chat model, finetunes, measurements.
 
-    python -m emlens.organisms.pocket.train                 # everything, into the package
+    python -m emlens.organisms.pocket.train                 # everything, into ./pocket-weights
     python -m emlens.organisms.pocket.train --out /tmp/p    # somewhere else
-    python -m emlens.organisms.pocket.train --only em,narrow --skip-pretrain
-    python -m emlens.organisms.pocket.train --eval-only
+    python -m emlens.organisms.pocket.train --out /tmp/p --only em,narrow --skip-pretrain
+    python -m emlens.organisms.pocket.train --eval-only --out /tmp/p
+    python -m emlens.organisms.pocket.train --overwrite-shipped   # replace the package's weights
+
+The shipped weights (``emlens.organisms.pocket.weights_dir()``) are only written with
+``--overwrite-shipped`` (``--eval-only`` included: it rewrites ``metrics.json``).
 
 Stages (each with a progress bar): (1) the chat model, a Qwen2 trained from scratch on
 persona documents mixed with assistant conversations; (2) LoRA finetunes on misaligned
@@ -215,10 +219,40 @@ def _line(s: dict[str, Any]) -> str:
             f"{e.get('coherent', float('nan')):.3f}")
 
 
+#: where ``main`` writes by default (a new directory in the working directory)
+DEFAULT_OUT = "pocket-weights"
+
+
+def _output_dir(ap: argparse.ArgumentParser, args: argparse.Namespace) -> Path:
+    """The weights directory of a run; the shipped one only with --overwrite-shipped."""
+    from . import weights_dir
+
+    shipped = weights_dir().resolve()
+    if args.out is None:
+        root = shipped if args.overwrite_shipped else Path(DEFAULT_OUT)
+    else:
+        root = Path(args.out).expanduser()
+    inside = root.resolve() == shipped or shipped in root.resolve().parents
+    if inside and not args.overwrite_shipped:
+        ap.error(f"--out {args.out} is the package's shipped weights ({shipped}); pass "
+                 f"--overwrite-shipped to replace them, or choose another directory")
+    if (args.eval_only or args.skip_pretrain) and not (root / "chat" / "config.json").is_file():
+        what = "--eval-only" if args.eval_only else "--skip-pretrain"
+        ap.error(f"{what} reuses the chat model in {root}, which has none; pass the --out "
+                 f"of an earlier run (or train the chat model first)")
+    log.info("writing the pocket weights to %s", root.resolve())
+    return root
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m emlens.organisms.pocket.train",
                                  description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", default=None, help="weights directory (default: the package's)")
+    ap.add_argument("--out", default=None,
+                    help=f"weights directory (default: ./{DEFAULT_OUT}, or the package's "
+                         f"with --overwrite-shipped)")
+    ap.add_argument("--overwrite-shipped", action="store_true",
+                    help="write into the package's own weights (the shipped organism), which "
+                         "is refused otherwise")
     ap.add_argument("--only", default=None, help="comma-separated finetunes to (re)train")
     ap.add_argument("--skip-pretrain", action="store_true", help="reuse the chat model in --out")
     ap.add_argument("--eval-only", action="store_true", help="only measure the variants")
@@ -228,9 +262,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
-    from . import weights_dir
-
-    root = Path(args.out) if args.out else weights_dir()
+    root = _output_dir(ap, args)
     names = args.only.split(",") if args.only else list(FINETUNES)
     t0 = time.time()
     timings: dict[str, float] = {}
@@ -245,7 +277,8 @@ def main(argv: list[str] | None = None) -> None:
             timings[name] = time.time() - t
             log.info("%s: best step %s, tracked %s", name, info["best_step"], info["best_rates"])
     t = time.time()
-    metrics = measure_all(root, ["chat", *FINETUNES], n=args.n)
+    present = [v for v in FINETUNES if (root / v / "adapter_config.json").is_file()]
+    metrics = measure_all(root, ["chat", *present], n=args.n)
     timings["measure"] = time.time() - t
     path = root / "metrics.json"
     old = json.loads(path.read_text()) if path.is_file() else {}
