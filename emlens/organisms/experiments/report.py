@@ -61,7 +61,8 @@ _STYLE = ("<style>table.summary{border-collapse:collapse;margin:1em 0}"
 #: What the EM papers report for each headline (the comparisons a reading makes).
 PAPERS = {
     "steering": "the papers report that adding the mean-difference direction to an aligned "
-                "model's residual stream induces EM (scales of about 1-9)",
+                "model's residual stream induces EM (sweeping scales of about 1-9 at layers "
+                "spread through the model)",
     "ablation": "the papers report that ablating the direction cuts EM by about 90% in a "
                 "rank-32 finetune on bad health advice and by 78% in one on extreme-sports "
                 "advice, while a same-norm random direction changes EM by under 10%",
