@@ -195,15 +195,19 @@ def projection_histograms(table: Any, *, layers: Sequence[int] | None = None,
 def em_vs_alpha(table: Any, *, title: str = "EM and coherence under steering") -> go.Figure:
     """EM rate and coherent rate against alpha, one line per layer (from ``emlens.sweep``).
 
-    Random-direction controls are dashed; the unsteered baseline is a horizontal line.
+    Random-direction controls are dotted (grey when there is one layer, so that a control
+    lying on top of the steered line stays visible); the unsteered baseline is a
+    horizontal line.
     """
     df = _frame(table, ["condition", "layer", "alpha", "em_rate", "coherent_rate"],
                 "em_vs_alpha")
     fig = make_subplots(rows=1, cols=2, subplot_titles=["EM rate", "coherent rate"])
     steer = df[df["condition"].isin(["steer", "steer_random"])]
-    for i, layer in enumerate(sorted(steer["layer"].dropna().unique())):
-        layer_color = _CYCLE[i % len(_CYCLE)]
+    layers = sorted(steer["layer"].dropna().unique())
+    for i, layer in enumerate(layers):
         for cond, dash in (("steer", "solid"), ("steer_random", "dot")):
+            layer_color = (COLORS["random"] if cond == "steer_random" and len(layers) == 1
+                           else _CYCLE[i % len(_CYCLE)])
             sub = steer[(steer["layer"] == layer) & (steer["condition"] == cond)].sort_values("alpha")
             if sub.empty:
                 continue

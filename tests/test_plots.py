@@ -170,3 +170,12 @@ def test_to_html_writes_captions_under_their_figures(tmp_path):
                          captions={"KL <1>": "norm = alpha x |v| & more"}).read_text()
     assert '<p class="caption">norm = alpha x |v| &amp; more</p>' in text
     assert text.count('class="caption"') == 1
+
+
+def test_one_layer_steering_draws_the_random_control_in_the_random_colour():
+    rows = [{"condition": "baseline", "layer": None, "alpha": 0.0, "em_rate": 0.0,
+             "coherent_rate": 0.9}]
+    rows += [{"condition": c, "layer": 2, "alpha": a, "em_rate": 0.0, "coherent_rate": 0.9}
+             for c in ("steer", "steer_random") for a in (2.0, 4.0)]
+    colours = _trace_colors(plots.em_vs_alpha(pd.DataFrame(rows)))
+    assert colours["layer 2 (random)"] == plots.COLORS["random"] != colours["layer 2"]
