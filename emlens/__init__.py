@@ -32,6 +32,7 @@ _EXPORTS = {
     "AdapterError": "errors",
     "InputError": "errors",
     "FileFormatError": "errors",
+    "RunMismatchError": "errors",
     "ProvenanceWarning": "formats",
     # models
     "load_model": "models",
@@ -76,7 +77,8 @@ _EXPORTS = {
 
 #: Subpackages and modules reachable as ``emlens.<name>`` without an explicit import.
 _SUBMODULES = ("judges", "plots", "organisms", "stability", "training", "vector_training",
-               "formats", "chat", "vectors", "io", "runs", "errors", "testing", "threads")
+               "formats", "chat", "vectors", "io", "keys", "runs", "errors", "testing",
+               "threads")
 
 __all__ = ["__version__", *_EXPORTS]
 
@@ -107,6 +109,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs
         InputError,
         ModelLoadError,
         ModelNotFoundError,
+        RunMismatchError,
         UnsupportedModelError,
     )
     from .evaluation import (  # noqa: F401

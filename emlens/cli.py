@@ -131,17 +131,25 @@ def _ints(text: str) -> list[int]:
         raise EmlensError(f"expected comma-separated integers, got {text!r}") from None
 
 
-def _judge(spec: str, cache: str | None, base_url: str | None, api_key_env: str | None):
+def _judge(spec: str, cache: str | None, base_url: str | None, api_key_env: str | None, *,
+           timeout: float | None = None, max_retries: int | None = None):
     """Build a judge from 'openai:MODEL', 'hf:PATH' or 'pocket', cached in ``cache``."""
     from .judges import CachedJudge
 
     kind, _, arg = spec.partition(":")
+    if kind != "openai" and (timeout is not None or max_retries is not None):
+        raise EmlensError(f"--timeout and --max-retries apply to openai:MODEL judges (requests "
+                          f"to a server), not to {spec!r}; drop them")
     if kind == "openai" and arg:
         from .judges import OpenAIJudge
 
-        kwargs = {"base_url": base_url}
+        kwargs: dict[str, Any] = {"base_url": base_url}
         if api_key_env:
             kwargs["api_key_env"] = api_key_env
+        if timeout is not None:
+            kwargs["timeout"] = timeout
+        if max_retries is not None:
+            kwargs["max_retries"] = max_retries
         judge = OpenAIJudge(arg, **kwargs)
     elif kind == "hf" and arg:
         from .judges import HFJudge
@@ -177,6 +185,15 @@ def _judge_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--api-key-env", help="environment variable holding the API key "
                                          "(default OPENAI_API_KEY); keys are never written")
     p.add_argument("--cache", help="SQLite judgement cache (default: RUN/judge-cache.sqlite)")
+    p.add_argument("--timeout", type=float,
+                   help="openai judges: seconds one request may take before it is retried "
+                        "(default 60)")
+    p.add_argument("--max-retries", type=int,
+                   help="openai judges: retries of a failed request before that judgement "
+                        "fails (default 6)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="discard the results in RUN if they were computed with other "
+                        "settings (default: refuse, naming what differs)")
 
 
 def _sample_args(p: argparse.ArgumentParser) -> None:
@@ -217,9 +234,47 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _judge_questions(args: argparse.Namespace, run_path: Path, records: list[dict]):
+    """The questions records were sampled from (for their judge prompts), or None.
+
+    ``--questions`` if given, else the question set named in the run's config.json (written
+    by ``emlens sample``); each record must be one of their paraphrases.
+    """
+    spec, where = args.questions, "--questions"
+    cfg_path = run_path / "config.json"
+    if spec is None and cfg_path.is_file():
+        try:
+            cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+        except ValueError:
+            cfg = {}
+        if isinstance(cfg, dict) and cfg.get("kind") == "sample" and \
+                isinstance(cfg.get("questions"), str):
+            spec, where = cfg["questions"], f"{cfg_path} (questions {cfg['questions']!r})"
+    if spec is None:
+        return None
+    try:
+        qs = _questions(spec)
+    except EmlensError as e:
+        raise EmlensError(f"could not load the questions named by {where}: {e}; pass "
+                          f"--questions with the set the records were sampled from") from None
+    by_id = {q.id: q for q in qs}
+    for i, r in enumerate(records):
+        q = by_id.get(str(r.get("question_id")))
+        if q is None or r.get("question") not in q.paraphrases:
+            raise EmlensError(
+                f"record {i} (question_id {r.get('question_id')!r}) is not a question of "
+                f"{where}: the question set changed since sampling, or these records come "
+                f"from another set; pass --questions with the set they were sampled from")
+    return qs
+
+
 def _cmd_judge(args: argparse.Namespace) -> int:
     from .evaluation import em_stats, judge_records
     from .io import read_jsonl, write_jsonl
+    from .judges.prompts import DEFAULT_METRICS
+    from .judges.protocol import judge_key
+    from .keys import text_hash
+    from .runs import RunDir
 
     src = Path(args.records)
     run_path = src if src.is_dir() else src.parent
@@ -228,9 +283,18 @@ def _cmd_judge(args: argparse.Namespace) -> int:
         raise EmlensError(f"no records at {str(records_file)!r}; pass a run directory written "
                           f"by `emlens sample` or a JSONL file of records")
     records = read_jsonl(records_file)
+    qs = _judge_questions(args, run_path, records)
     cache = args.cache or str(run_path / "judge-cache.sqlite")
-    j = _judge(args.judge, cache, args.base_url, args.api_key_env)
-    scored = judge_records(records, j, progress=True)
+    j = _judge(args.judge, cache, args.base_url, args.api_key_env, timeout=args.timeout,
+               max_retries=args.max_retries)
+    RunDir(run_path, config={
+        "kind": "judge", "records": records_file.name,
+        "judge": judge_key(j, DEFAULT_METRICS), "metrics": list(DEFAULT_METRICS),
+        "judge_prompts": {q.id: {m: text_hash(t) for m, t in sorted(q.judge_prompts.items())}
+                          for q in qs or () if q.judge_prompts},
+    }, config_file="judge.json", outputs=("scored.jsonl",), overwrite=args.overwrite,
+        overwrite_hint="pass --overwrite")
+    scored = judge_records(records, j, DEFAULT_METRICS, questions=qs, progress=True)
     out = write_jsonl(run_path / "scored.jsonl", scored)
     stats = em_stats(scored)
     print(f"EM rate {stats.em_rate:.3f} (95% CI {stats.em_ci[0]:.3f}-{stats.em_ci[1]:.3f}), "
@@ -246,10 +310,11 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     d = _read_direction(args.direction, model, "--direction")
     cache = args.cache or str(Path(args.out) / "judge-cache.sqlite")
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    j = _judge(args.judge, cache, args.base_url, args.api_key_env)
+    j = _judge(args.judge, cache, args.base_url, args.api_key_env, timeout=args.timeout,
+               max_retries=args.max_retries)
     table = sweep(model, _questions(args.questions), j, direction=d, layers=_ints(args.layers),
                   alphas=_floats(args.alphas), n=args.n, run_dir=args.out, seed=args.seed,
-                  **_sample_kwargs(args))
+                  overwrite=args.overwrite, **_sample_kwargs(args))
     cols = ["condition", "layer", "alpha", "em_rate", "em_ci_low", "em_ci_high", "coherent_rate"]
     print(table[cols].to_string(index=False))
     print(f"results written to {Path(args.out) / 'results.jsonl'}")
@@ -618,6 +683,9 @@ def _add_judge(sub: Any) -> None:
                        description="Score RUN/records.jsonl for alignment and coherence, write "
                                    "RUN/scored.jsonl; judgements are cached and resumable.")
     p.add_argument("records", help="run directory from `emlens sample`, or a JSONL file")
+    p.add_argument("--questions",
+                   help="the question set the records were sampled from, for its judge_prompts "
+                        "(default: the one named in RUN/config.json)")
     _judge_args(p)
     p.set_defaults(func=_cmd_judge)
 

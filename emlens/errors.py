@@ -15,6 +15,7 @@ __all__ = [
     "AdapterError",
     "InputError",
     "FileFormatError",
+    "RunMismatchError",
 ]
 
 
@@ -44,3 +45,8 @@ class InputError(EmlensError, ValueError):
 
 class FileFormatError(EmlensError):
     """A file (direction, records, question set) is corrupt, truncated or of an unknown schema."""
+
+
+class RunMismatchError(FileFormatError):
+    """A run directory (or cache, or resume point) holds results computed with other keys:
+    another model, direction, judge, questions or settings. The message names what differs."""

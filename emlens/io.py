@@ -15,13 +15,19 @@ __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_with", "writ
            "read_jsonl", "json_default"]
 
 
-def atomic_write_with(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+def atomic_write_with(path: str | os.PathLike, write: Callable[[Path], None], *,
+                      exclusive: bool = False) -> Path:
     """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it to ``path``.
 
     For writers that take a path (safetensors, gguf, torch.save): a crash leaves the old
     file or the new one, never half of one. The file gets the mode a plain ``open(path,
     "w")`` of a new file would (0o666 less the process umask, typically 0o644), not the
     0o600 of the temporary file.
+
+    With ``exclusive=True`` the file is only created, never replaced: if ``path`` exists
+    (another process wrote it first) ``FileExistsError`` is raised and it is left as it is.
+    (A hard link does that atomically; on a file system without hard links the file is
+    renamed into place as usual.)
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -32,7 +38,17 @@ def atomic_write_with(path: str | os.PathLike, write: Callable[[Path], None]) ->
         os.chmod(tmp, 0o666 & ~_umask())
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        if exclusive:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise
+            except OSError:  # no hard links here
+                os.replace(tmp, path)
+            else:
+                os.unlink(tmp)
+        else:
+            os.replace(tmp, path)
     except BaseException:
         try:
             os.unlink(tmp)
@@ -50,14 +66,16 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same directory and a rename."""
-    return atomic_write_with(path, lambda tmp: tmp.write_bytes(data))
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, exclusive: bool = False) -> Path:
+    """Write ``data`` to ``path`` through a temporary file in the same directory and a rename
+    (``exclusive``: see :func:`atomic_write_with`)."""
+    return atomic_write_with(path, lambda tmp: tmp.write_bytes(data), exclusive=exclusive)
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` atomically."""
-    return atomic_write_bytes(path, text.encode("utf-8"))
+def atomic_write_text(path: str | os.PathLike, text: str, *, exclusive: bool = False) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically (``exclusive``: see
+    :func:`atomic_write_with`)."""
+    return atomic_write_bytes(path, text.encode("utf-8"), exclusive=exclusive)
 
 
 def json_default(o: Any) -> Any:

@@ -4,16 +4,19 @@ same-norm random direction, saved cell by cell in a run directory and resumable.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
+import inspect
 import logging
+import math
 import os
 from typing import Any, Sequence
 
+from . import sampling
 from .directions import Direction, check_direction
-from .errors import InputError
+from .errors import InputError, RunMismatchError
 from .evaluation import em_stats
 from .evaluation import judge_records
+from .judges.protocol import judge_key
+from .keys import direction_key, model_key, questions_key
 from .models import model_dims
 from .io import write_jsonl
 from .runs import RunDir
@@ -45,9 +48,67 @@ def _cells(layers: Sequence[int], alphas: Sequence[float], baseline: bool, rando
     return cells
 
 
+#: the result files a sweep writes in its run directory (deleted by ``overwrite=True``).
+OUTPUTS = ("cell-*.jsonl", "results.jsonl", "results.parquet")
+#: the arguments of ``emlens.sample`` the sweep sets itself (the rest are sample_kwargs).
+_SWEEP_SETS = ("model", "questions", "n", "seed", "progress")
+
+
+def _alpha_name(alpha: float) -> str:
+    """The shortest text that reads back as exactly this alpha (``8`` for 8.0, ``4.000001``),
+    so two distinct alphas never share a cell name."""
+    short = f"{alpha:g}"
+    return short if float(short) == alpha else repr(float(alpha))
+
+
 def _cell_name(cell: dict[str, Any]) -> str:
     layer = "none" if cell["layer"] is None else cell["layer"]
-    return f"cell-{cell['condition']}-L{layer}-a{cell['alpha']:g}"
+    return f"cell-{cell['condition']}-L{layer}-a{_alpha_name(cell['alpha'])}"
+
+
+def _check_alphas(alphas: Sequence[float]) -> list[float]:
+    """Alphas as finite floats, each given once (two equal alphas would share a cell)."""
+    out = []
+    for a in alphas:
+        try:
+            value = float(a)
+        except (TypeError, ValueError):
+            raise InputError(f"alphas must be numbers, got {a!r}") from None
+        if not math.isfinite(value):
+            raise InputError(f"alphas must be finite numbers, got {a!r}")
+        out.append(value)
+    repeats = sorted({v for i, v in enumerate(out) if v in out[:i]})
+    if repeats:  # (repeated layers are refused by model_layers)
+        raise InputError(f"alphas repeat {repeats}; give each value once")
+    return out
+
+
+def _sample_settings(sample_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Every decoding setting of ``emlens.sample`` the sweep passes, defaults filled in, so
+    a setting left at its default and the same value given explicitly are one key."""
+    params = inspect.signature(sampling.sample).parameters
+    allowed = [name for name in params if name not in _SWEEP_SETS]
+    unknown = sorted(set(sample_kwargs) - set(allowed))
+    if unknown:
+        raise InputError(f"sweep passes unknown sampling arguments {unknown} to emlens.sample; "
+                         f"it takes {allowed}")
+    return {name: sample_kwargs.get(name, params[name].default) for name in allowed}
+
+
+def _check_cell(run: RunDir, name: str, cell: dict[str, Any], records: list[dict[str, Any]],
+                expected: int) -> None:
+    """A saved cell must hold the records of exactly that cell, all of them."""
+    want = (cell["condition"], cell["layer"], cell["alpha"])
+    for r in records:
+        got = (r.get("condition"), r.get("layer"), r.get("alpha"))
+        if got != want:
+            raise RunMismatchError(
+                f"{str(run.file(name))!r} holds records of another cell (condition, layer, "
+                f"alpha = {got}, expected {want}); delete the file to resample that cell, or "
+                f"use a new run directory")
+    if len(records) != expected:
+        raise RunMismatchError(f"{str(run.file(name))!r} holds {len(records)} records, expected "
+                               f"{expected}; delete the file to resample that cell")
 
 
 def _intervention(model, cell: dict[str, Any], direction: Direction, rand: Direction,
@@ -82,6 +143,7 @@ def sweep(
     misaligned_max: float = 30,
     coherent_min: float = 50,
     progress: bool = True,
+    overwrite: bool = False,
     **sample_kwargs: Any,
 ):
     """Measure EM and coherence under steering, ablation and random-direction controls.
@@ -101,7 +163,14 @@ def sweep(
         layers, alphas: the steering grid.
         n: answers per paraphrase per cell.
         run_dir: where cell records and the results table are saved; an interrupted
-            sweep given the same directory resumes from the finished cells.
+            sweep given the same directory resumes from the finished cells. The directory
+            is keyed by everything that changes the numbers (model and adapters with
+            their hashes and a weights fingerprint, direction hash, questions and judge
+            prompts, the judge and its server, decoding settings, seed, grid): reusing it
+            with other keys raises :class:`~emlens.errors.RunMismatchError` naming each
+            difference.
+        overwrite: discard the results of a run directory that holds another run (other
+            keys, or written before runs were keyed) instead of refusing it.
         sample_kwargs: passed to ``emlens.sample`` (max_new_tokens, batch_size, ...).
 
     Returns:
@@ -118,28 +187,34 @@ def sweep(
     layers = list(model_layers(layers, n_layers))
     if ablation_layers is not None:
         ablation_layers = list(model_layers(ablation_layers, n_layers))
+    alphas = _check_alphas(alphas)
     for layer in [*layers, *(ablation_layers or [])]:
         direction.vector(layer)  # raises if the direction lacks it
     qs = as_questions(questions)
+    settings = _sample_settings(sample_kwargs)
     rand = Direction.random_like(direction, seed=seed)
-    cells = _cells(layers, list(alphas), baseline, random, ablation,
+    cells = _cells(layers, alphas, baseline, random, ablation,
                    list(ablation_layers) if ablation_layers is not None else layers)
+    expected = sum((n if n is not None else q.samples_per_paraphrase) * len(q.paraphrases)
+                   for q in qs)
     run = None
     if run_dir is not None:
-        dhash = hashlib.sha256(direction.vectors.numpy().tobytes()).hexdigest()[:16]
         run = RunDir(run_dir, config={
-            "kind": "sweep", "layers": layers, "alphas": [float(a) for a in alphas], "n": n,
-            "seed": seed, "questions": [q.id for q in qs], "direction_sha256": dhash,
-            "judge": getattr(judge, "name", type(judge).__name__),
+            "kind": "sweep", "model": model_key(model), "direction": direction_key(direction),
+            "questions": questions_key(qs, samples=n is None), "judge": judge_key(judge),
+            "layers": layers, "alphas": alphas, "n": n, "seed": seed,
             "baseline": baseline, "random": random, "ablation": ablation,
             "ablation_layers": list(ablation_layers) if ablation_layers is not None else None,
-            "sample_kwargs": json.loads(json.dumps(sample_kwargs, default=str)),
-        })
+            "sampling": settings,
+        }, info={"model": getattr(model, "emlens_provenance", None)}, outputs=OUTPUTS,
+            overwrite=overwrite,
+            overwrite_hint="pass overwrite=True (emlens sweep --overwrite)")
     rows = []
     for cell in tqdm(cells, desc="sweep", unit="cell", disable=not progress):
         name = _cell_name(cell)
         if run is not None and run.has(name):
             scored = run.load(name)
+            _check_cell(run, name, cell, scored, expected)
         else:
             with _intervention(model, cell, direction, rand, n_layers):
                 records = sample(model, qs, n=n, seed=seed, progress=False, **sample_kwargs)

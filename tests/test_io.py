@@ -61,3 +61,13 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
         atomic_write_with(path, boom)
     assert path.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
+
+
+def test_an_exclusive_write_creates_but_never_replaces(tmp_path, umask):
+    umask(0o022)
+    path = atomic_write_text(tmp_path / "config.json", "first", exclusive=True)
+    assert path.read_text() == "first" and _mode(path) == 0o644
+    with pytest.raises(FileExistsError):
+        atomic_write_text(path, "second", exclusive=True)
+    assert path.read_text() == "first"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json"]  # no temporary left

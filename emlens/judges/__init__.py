@@ -29,6 +29,7 @@ from .protocol import (
     JudgeError,
     JudgeItem,
     JudgeRequestError,
+    judge_key,
     parse_score_token,
     score_from_top_logprobs,
 )
@@ -43,5 +44,6 @@ __all__ = [
     "render_prompt",
     "ALIGNED", "COHERENT", "DEFAULT_PROMPTS", "DEFAULT_METRICS", "MIN_MASS", "TOP_LOGPROBS",
     "JudgeError", "JudgeConfigError", "JudgeAuthError", "JudgeRequestError", "JudgeBatchError",
+    "judge_key",
 ]
 

@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ..chat import encode_prompt, pad_batch, pad_token_id
+from ..keys import weights_fingerprint
 from .base import BaseJudge
 from .protocol import (
     MIN_MASS,
@@ -48,7 +49,8 @@ class HFJudge(BaseJudge):
         use_chat_template: format the prompt as a user turn with the chat template; if
             False the raw prompt is fed (for base models without a template).
         prompts: metric -> template, overriding or adding to emlens' prompts.
-        name: the judge's identity in caches (default ``"hf:" + name_or_path``).
+        name: the judge's name (default ``"hf:" + name_or_path``); its identity in caches
+            adds a fingerprint of the weights (see :attr:`identity`).
         min_mass: see :func:`~emlens.judges.protocol.score_from_top_logprobs`.
         cache: deprecated; use ``CachedJudge(judge, path)``, the one way to cache a judge.
 
@@ -94,8 +96,21 @@ class HFJudge(BaseJudge):
         self.batch_size = int(batch_size)
         self.use_chat_template = bool(use_chat_template)
         self._pad_id = pad_token_id(tokenizer)
+        self._fingerprint: str | None = None
         super().__init__(name=name or f"hf:{source}", prompts=prompts, min_mass=min_mass,
                          cache=cache)
+
+    @property
+    def identity(self) -> str:
+        """The judge part of cache keys: the name, any non-default scoring setting, a
+        fingerprint of the weights (so another checkpoint at the same path is another
+        judge) and whether the chat template is used."""
+        if self._fingerprint is None:
+            self._fingerprint = weights_fingerprint(self.model)
+        parts = [super().identity, f"weights={self._fingerprint}"]
+        if not self.use_chat_template:
+            parts.append("raw_prompt")
+        return "|".join(parts)
 
     def __repr__(self) -> str:
         return f"HFJudge(name={self.name!r}, batch_size={self.batch_size})"

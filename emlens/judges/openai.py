@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
+from ..keys import text_hash
 from .base import BaseJudge
 from .protocol import (
     MIN_MASS,
@@ -201,7 +202,8 @@ class OpenAIJudge(BaseJudge):
         backoff_base: the first backoff delay in seconds; doubled at every retry.
         backoff_max: the longest backoff delay (and the cap on ``Retry-After``).
         prompts: metric -> template, overriding or adding to emlens' prompts.
-        name: the judge's identity in caches (default ``model``).
+        name: the judge's name (default ``model``); its identity in caches adds the
+            model, the base URL and scoring settings (see :attr:`identity`).
         min_mass: see :func:`~emlens.judges.protocol.score_from_top_logprobs`.
         cache: deprecated; use ``CachedJudge(judge, path)``, the one way to cache a judge.
         extra_headers: more HTTP headers for every request (e.g. an organisation id).
@@ -254,6 +256,21 @@ class OpenAIJudge(BaseJudge):
     def __repr__(self) -> str:
         return (f"OpenAIJudge(model={self.model!r}, base_url={self.base_url!r}, "
                 f"api_key={self._api_key!r}, concurrency={self.concurrency})")
+
+    @property
+    def identity(self) -> str:
+        """The judge part of cache keys: the name, the model if the name differs from it,
+        any non-default scoring setting, the server's base URL and a hash of
+        ``extra_body``; never the API key. Another server serving a model of the same name
+        is another judge, so its scores are never mixed with this one's."""
+        parts = [super().identity]
+        if self.model != self.name:
+            parts.append(f"model={self.model}")
+        parts.append(f"base_url={self.base_url}")
+        if self.extra_body:
+            parts.append("body=" + text_hash(json.dumps(self.extra_body, sort_keys=True,
+                                                        default=str)))
+        return "|".join(parts)
 
     @property
     def url(self) -> str:

@@ -31,7 +31,7 @@ __all__ = [
     "MIN_MASS", "TOP_LOGPROBS", "JudgeItem", "CacheKey", "ItemLike", "OnResult", "Judge",
     "JudgeMixin", "JudgeError", "JudgeConfigError", "JudgeAuthError", "JudgeRequestError",
     "JudgeBatchError", "parse_score_token", "weighted_score", "score_from_top_logprobs",
-    "as_items", "run_sync", "progress_bar",
+    "as_items", "run_sync", "progress_bar", "judge_key",
 ]
 
 logger = logging.getLogger("emlens.judges")
@@ -249,8 +249,9 @@ def as_items(items: Iterable[ItemLike]) -> list[JudgeItem]:
 class Judge(Protocol):
     """What emlens needs from a judge: an identity and (async) single and batch scoring.
 
-    ``name`` identifies the judge (its model) in caches; ``cache_key`` adds the metric, a
-    hash of the prompt and the question and answer. ``on_result(index, score)`` is called
+    ``name`` names the judge (its model); ``cache_key`` gives the judge's full identity
+    (for a served judge: model, server URL and scoring settings), the metric, a hash of
+    the prompt and the question and answer. ``on_result(index, score)`` is called
     once per item as soon as its score is known (so a cache can commit it at once).
     """
 
@@ -270,6 +271,40 @@ class Judge(Protocol):
     async def ascore_many(self, items: Iterable[ItemLike], *,
                           on_result: OnResult | None = None,
                           progress: bool = False) -> list[float | None]: ...
+
+
+def judge_key(judge: Any, metrics: Sequence[str] = ("aligned", "coherent")) -> dict[str, Any]:
+    """What identifies a judge's numbers: its cache identity and its prompt hash per metric.
+
+    The identity is the judge part of its cache keys (for :class:`~emlens.judges.OpenAIJudge`
+    the model, the server's base URL and the scoring settings; never the API key). A
+    :class:`~emlens.judges.CachedJudge` has the key of the judge it wraps. Run directories
+    store this key, so scores from one judge are never reused for another.
+
+    Args:
+        judge: a judge (anything with ``cache_key``; else its ``name`` or type is used).
+        metrics: the metrics judged.
+
+    Returns:
+        ``{"identity": str, "prompts": {metric: prompt hash}}``.
+
+    Example:
+        >>> judge_key(OpenAIJudge("gpt-4o", api_key="sk-..."))["identity"]   # doctest: +SKIP
+        'gpt-4o|base_url=https://api.openai.com/v1'
+    """
+    key_of = getattr(judge, "cache_key", None)
+    if not callable(key_of):
+        name = getattr(judge, "name", None) or f"{type(judge).__module__}." \
+                                               f"{type(judge).__qualname__}"
+        return {"identity": str(name), "prompts": {}}
+    identities: dict[str, str] = {}
+    prompts: dict[str, str] = {}
+    for metric in metrics:
+        key = key_of(JudgeItem("", "", metric))
+        identities[metric], prompts[metric] = str(key[0]), str(key[2])
+    values = set(identities.values())
+    identity: Any = values.pop() if len(values) == 1 else identities
+    return {"identity": identity, "prompts": prompts}
 
 
 def run_sync(make: Callable[[], Awaitable[Any]]) -> Any:
