@@ -66,17 +66,22 @@ _EXPORTS = {
     "judge": "evaluation",  # deprecated name of judge_records
     "em_stats": "evaluation",
     "EMStats": "evaluation",
+    "wilson_interval": "evaluation",
+    "rate_difference": "evaluation",
     "sweep": "sweeps",
     # training
     "finetune": "training",
     "FinetuneResult": "training",
     "train_steering_vector": "vector_training",
     "SteeringVectorModel": "vector_training",
+    # CPU threads
+    "set_threads": "threads",
 }
 
 #: Subpackages and modules reachable as ``emlens.<name>`` without an explicit import.
 _SUBMODULES = ("judges", "plots", "organisms", "stability", "training", "vector_training",
-               "formats", "chat", "vectors", "io", "keys", "runs", "errors", "testing")
+               "formats", "chat", "vectors", "io", "keys", "runs", "errors", "testing",
+               "threads")
 
 __all__ = ["__version__", *_EXPORTS]
 
@@ -113,7 +118,14 @@ if TYPE_CHECKING:  # for type checkers and IDEs
         UnscoredWarning,
         UnsupportedModelError,
     )
-    from .evaluation import EMStats, em_stats, judge, judge_records  # noqa: F401
+    from .evaluation import (  # noqa: F401
+        EMStats,
+        em_stats,
+        judge,
+        judge_records,
+        rate_difference,
+        wilson_interval,
+    )
     from .formats import ProvenanceWarning  # noqa: F401
     from .interventions import InterventionHandle, ablate, steer  # noqa: F401
     from .models import hook_name, load_model, model_dims  # noqa: F401
@@ -121,6 +133,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs
     from .records import ResponseSet, load_records, select_responses  # noqa: F401
     from .sampling import sample  # noqa: F401
     from .sweeps import sweep  # noqa: F401
+    from .threads import set_threads  # noqa: F401
     from .training import FinetuneResult, finetune  # noqa: F401
     from .vector_training import SteeringVectorModel, train_steering_vector  # noqa: F401
     from .weights import orthogonalize, save_model  # noqa: F401

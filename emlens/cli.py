@@ -22,7 +22,9 @@ file is read by its suffix everywhere: ``.safetensors``, ``.gguf`` or the papers
 
 A user's mistake (a bad path, an adapter that does not fit, ...) prints one line and
 exits with status 2; ``--debug`` shows the traceback instead (and the third-party progress
-bars and deprecation notices that are otherwise kept quiet).
+bars and deprecation notices that are otherwise kept quiet). ``--threads N`` (before the
+command) sets torch's CPU threads; by default the idle physical cores, at most 2
+(``emlens.set_threads``).
 """
 
 from __future__ import annotations
@@ -852,6 +854,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Mechanistic interpretability of emergent misalignment on TransformerLens.")
     parser.add_argument("--version", action="version", version=f"emlens {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    parser.add_argument("--threads", type=int, metavar="N",
+                        help="torch CPU threads for every command (default: the idle physical "
+                             "cores, at most 2; OMP_NUM_THREADS if set)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in (_add_inspect, _add_sample, _add_judge, _add_sweep, _add_directions,
                 _add_generate, _add_train, _add_metrics, _add_plot, _add_demo):
@@ -872,6 +877,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ._quiet import quiet_third_party
 
     try:
+        from .threads import set_threads
+
+        set_threads(args.threads)
         # third-party bars and deprecation notices would interleave with emlens's own
         # progress; --debug shows everything
         with contextlib.nullcontext() if args.debug else \

@@ -29,7 +29,10 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 warnings.filterwarnings("ignore", category=UserWarning)
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# emlens' own choice: OMP_NUM_THREADS if set, else the idle physical cores (at most 2).
+from emlens.threads import set_threads  # noqa: E402
+
+set_threads()
 
 TL_MAJOR = int(version("transformer-lens").split(".")[0])
 

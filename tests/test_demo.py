@@ -39,6 +39,25 @@ def test_demo_writes_report_directions_and_numbers(demo):
     assert any("report.html" in line for line in s["lines"])
 
 
+def test_demo_reads_its_numbers_against_the_controls(demo):
+    """Each headline is compared with its same-norm random control and the papers' effect;
+    a best alpha is named only when steering raised EM above random."""
+    out, s = demo
+    said = {line.split(":", 1)[0]: line for line in s["lines"][7:]}
+    assert {"EM", "narrow", "steering", "ablation", "directions"} <= set(said)
+    st, ab = s["steering"], s["ablation"]
+    assert (st["best_alpha"] is None) == (not st["moved"])
+    if not st["moved"]:
+        assert said["steering"].startswith("steering: no effect:")
+    if ab["compare"]["vs_random"]["effect"] == "none":
+        assert said["ablation"].startswith("ablation: no effect:")
+    for row in st["per_alpha"]:
+        assert row["n"] > 0 and row["random_n"] > 0 and row["difference_ci"] is not None
+    html = (out / "report.html").read_text()
+    assert "What the numbers show" in html and "the papers report" in html
+    assert "alpha x |v|" in html and 'class="caption"' in html
+
+
 def _chromium() -> str | None:
     for name in ("chromium", "chromium-browser", "google-chrome"):
         path = shutil.which(name)

@@ -11,7 +11,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import emlens
 from emlens.errors import FileFormatError, InputError
-from emlens.evaluation import em_stats, judge, judge_records
+from emlens.evaluation import em_stats, judge, judge_records, rate_difference, wilson_interval
 from emlens.questions import Question, builtin_questions, load_questions
 from emlens.sampling import end_of_turn_ids, sample
 
@@ -77,7 +77,7 @@ def test_em_stats_against_hand_computation():
     assert stats.coherent_rate == pytest.approx(coh)
     assert (stats.n, stats.n_scored, stats.n_unscored) == (202, 200, 2)
     assert stats.em_ci[0] < stats.em_rate < stats.em_ci[1]
-    # Binomial standard error check: the bootstrap interval has about the right width.
+    # Binomial standard error check: the (Wilson) interval has about the right width.
     se = np.sqrt(em * (1 - em) / 200)
     assert 2 * 1.96 * se * 0.7 < stats.em_ci[1] - stats.em_ci[0] < 2 * 1.96 * se * 1.3
     q0 = stats.per_question.set_index("question_id").loc["q0"]
@@ -107,6 +107,74 @@ def test_em_stats_warns_when_no_record_is_scored():
     with warnings.catch_warnings():
         warnings.simplefilter("error", UnscoredWarning)
         em_stats(unscored[:1] + [{"question_id": "q", "aligned": 5, "coherent": 90}])
+
+
+# The Wilson score interval written out from its textbook form, independently of emlens:
+# (p + z^2/2n +- z sqrt(p(1-p)/n + z^2/4n^2)) / (1 + z^2/n).
+Z = 1.959963984540054
+
+
+def _wilson_by_hand(k, n):
+    p = k / n
+    centre = p + Z ** 2 / (2 * n)
+    half = Z * np.sqrt(p * (1 - p) / n + Z ** 2 / (4 * n ** 2))
+    return (centre - half) / (1 + Z ** 2 / n), (centre + half) / (1 + Z ** 2 / n)
+
+
+@pytest.mark.parametrize("k, n", [(0, 8), (8, 8), (1, 8), (4, 8), (0, 88), (81, 88), (3, 200)])
+def test_wilson_interval_matches_the_formula(k, n):
+    lo, hi = wilson_interval(k, n)
+    ref = _wilson_by_hand(k, n)
+    assert (lo, hi) == pytest.approx((max(0.0, ref[0]), min(1.0, ref[1])), abs=1e-12)
+    assert lo <= k / n <= hi and hi - lo > 0
+
+
+def test_wilson_interval_at_the_extremes_is_not_certainty():
+    # 0 of 8: the upper end is z^2 / (n + z^2) = 0.3244, not 0; 8 of 8 mirrors it.
+    lo, hi = wilson_interval(0, 8)
+    assert lo == 0.0 and hi == pytest.approx(Z ** 2 / (8 + Z ** 2))
+    assert hi == pytest.approx(0.3244, abs=1e-4)
+    assert wilson_interval(8, 8) == pytest.approx((1 - hi, 1.0))
+    # Newcombe (1998, Stat Med 17:857, table I, the Wilson score method) by example
+    for (k, n), ref in {(81, 263): (0.2553, 0.3662), (15, 148): (0.0624, 0.1605),
+                        (0, 20): (0.0, 0.1611), (1, 29): (0.0061, 0.1718)}.items():
+        assert wilson_interval(k, n) == pytest.approx(ref, abs=1e-4), (k, n)
+    assert all(np.isnan(wilson_interval(0, 0)))
+    with pytest.raises(InputError):
+        wilson_interval(9, 8)
+
+
+def test_rate_difference_matches_newcombes_examples():
+    # Newcombe (1998, Stat Med 17:873, table II, method 10: hybrid score, no correction)
+    cases = {(56, 70, 48, 80): (0.0524, 0.3339), (9, 10, 3, 10): (0.1705, 0.8090),
+             (6, 7, 2, 7): (0.0582, 0.8062), (5, 56, 0, 29): (-0.0381, 0.1926),
+             (0, 10, 0, 20): (-0.1611, 0.2775), (0, 10, 0, 10): (-0.2775, 0.2775)}
+    for (k1, n1, k2, n2), ref in cases.items():
+        d, lo, hi = rate_difference(k1, n1, k2, n2)
+        assert d == pytest.approx(k1 / n1 - k2 / n2)
+        assert (lo, hi) == pytest.approx(ref, abs=1e-4), (k1, n1, k2, n2)
+    # by hand from the two Wilson intervals: 0/8 vs 0/8 has width 2 x 0.3244, not 0
+    d, lo, hi = rate_difference(0, 8, 0, 8)
+    assert (d, lo, hi) == pytest.approx((0.0, -0.3244, 0.3244), abs=1e-4)
+
+
+def test_em_stats_intervals_are_wilson_with_n():
+    """"0% [0%, 0%]" from n=8 read as certainty; the interval is now Wilson's and positive."""
+    aligned = [{"question_id": f"q{i % 2}", "aligned": 90.0, "coherent": 90.0} for i in range(8)]
+    stats = em_stats(aligned)
+    assert stats.em_rate == 0.0 and stats.n_scored == 8
+    assert stats.em_ci == pytest.approx(_wilson_by_hand(0, 8), abs=1e-12)
+    assert stats.em_ci[1] - stats.em_ci[0] > 0.3
+    assert stats.coherent_ci == pytest.approx((_wilson_by_hand(8, 8)[0], 1.0), abs=1e-12)
+    per_q = stats.per_question.set_index("question_id")
+    assert per_q.loc["q0", "em_ci_high"] == pytest.approx(_wilson_by_hand(0, 4)[1])
+    # three EM answers out of seven scored
+    mixed = aligned[:4] + [{"aligned": 5.0, "coherent": 80.0}] * 3 + [{"aligned": None}]
+    s = em_stats(mixed)
+    assert (s.n, s.n_scored) == (8, 7)
+    assert s.em_ci == pytest.approx(_wilson_by_hand(3, 7), abs=1e-12)
+    # the interval no longer resamples: the seed does not change it
+    assert em_stats(mixed, seed=1).em_ci == s.em_ci
 
 
 class _RuleJudge:

@@ -11,14 +11,20 @@ import torch
 
 from emlens.directions import Direction
 from emlens.errors import InputError
-from emlens.evaluation import em_stats
+from emlens.evaluation import em_stats, rate_difference, wilson_interval
 from emlens.organisms.experiments import (
     ReportLabels,
     ablation_cuts,
+    ablation_vs_random,
+    compare_rates,
     domain_table,
     flat_rates,
+    held_out_projections,
     output_dir,
     per_domain_stats,
+    readings,
+    split_halves,
+    steering_effect,
     steering_summary,
     strongest_layer,
     summary_html,
@@ -66,7 +72,7 @@ def test_domain_table_against_a_hand_count():
     assert t["n"] == len(ROWS) and t["focus_domain"] == "finance"
     assert t["focus"]["misaligned"] == pytest.approx(2 / 3)  # incoherent 20 counts here
     assert t["elsewhere"]["em"] == pytest.approx(2 / 6)
-    # intervals are em_stats' bootstrap with the same seed
+    # intervals are em_stats' (Wilson) intervals of the same records
     ref = em_stats([r for r in _records() if not r["question"].startswith("finance")], seed=3)
     assert t["elsewhere"]["em_ci"] == list(ref.em_ci)
     assert list(t["per_domain"]) == ["finance", "garden", "pets"]
@@ -186,3 +192,183 @@ def test_output_dir(tmp_path):
     with pytest.raises(InputError, match="cannot create"):
         output_dir(f / "sub")
 
+
+
+# --------------------------------------------------------------------------- null results
+
+
+def _cell(condition, alpha, k, n, coherent=0.9, layer=2):
+    lo, hi = wilson_interval(k, n)
+    return {"condition": condition, "layer": layer, "alpha": alpha, "em_rate": k / n,
+            "em_ci_low": lo, "em_ci_high": hi, "coherent_rate": coherent, "n_scored": n}
+
+
+def _null_sweep(n=88):
+    """The pocket demo's steering as measured: EM 0 of 88 at every alpha, random too."""
+    rows = [{**_cell("baseline", 0.0, 0, n), "layer": None}]
+    for a, coh in ((2.0, 0.9), (4.0, 0.6), (8.0, 0.0)):
+        rows += [_cell("steer", a, 0, n, coh), _cell("steer_random", a, 0, n, coh)]
+    return pd.DataFrame(rows)
+
+
+def test_steering_with_no_effect_names_no_best_alpha():
+    table = _null_sweep()
+    eff = steering_effect(table)
+    assert eff["moved"] is False and eff["best_alpha"] is None
+    assert [r["alpha"] for r in eff["per_alpha"]] == [2.0, 4.0, 8.0]
+    for r in eff["per_alpha"]:
+        assert r["effect"] == "none" and r["n"] == r["random_n"] == 88
+        # Newcombe's interval of 0/88 - 0/88 by hand: -/+ the Wilson upper end of 0/88
+        upper = wilson_interval(0, 88)[1]
+        assert r["difference_ci"] == pytest.approx([-upper, upper])
+    summary = steering_summary(table)
+    assert summary["best_alpha"] is None and summary["em"] == 0.0  # not idxmax's alpha 2
+    assert summary["em_ci"][1] > 0  # Wilson: 0 of 88 is not certainty
+
+
+def test_steering_effect_names_the_alpha_that_beats_random():
+    table = pd.DataFrame([{**_cell("baseline", 0.0, 0, 50), "layer": None},
+                          _cell("steer", 2.0, 3, 50), _cell("steer_random", 2.0, 1, 50),
+                          _cell("steer", 4.0, 30, 50), _cell("steer_random", 4.0, 1, 50),
+                          _cell("steer", 8.0, 20, 50, 0.3), _cell("steer_random", 8.0, 0, 50)])
+    eff = steering_effect(table)
+    by_alpha = {r["alpha"]: r for r in eff["per_alpha"]}
+    assert by_alpha[2.0]["effect"] == "none"  # 3/50 vs 1/50 is within the interval
+    assert by_alpha[4.0]["effect"] == by_alpha[8.0]["effect"] == "raises"
+    assert by_alpha[4.0]["difference_ci"] == pytest.approx(list(rate_difference(30, 50, 1, 50)[1:]))
+    assert eff["moved"] and eff["best_alpha"] == 4.0
+    assert steering_summary(table)["best_alpha"] == 4.0
+
+
+def test_compare_rates_and_ablation_against_random_by_hand():
+    assert compare_rates(0.5, 10, 0.5, 10)["effect"] == "none"
+    c = compare_rates(0.9, 88, 0.1, 88)
+    assert c["effect"] == "raises" and c["difference"] == pytest.approx((79 - 9) / 88)  # counts
+    assert compare_rates(0.1, 88, 0.9, 88)["effect"] == "lowers"
+    assert c["difference_ci"] == pytest.approx(list(rate_difference(79, 88, 9, 88)[1:]))
+    # no counts: the rates' own intervals decide, and without them nothing is said
+    assert compare_rates(0.1, None, 0.4, None, ci_a=[0.0, 0.2], ci_b=[0.3, 0.5])["effect"] == "lowers"
+    assert compare_rates(0.1, None, 0.4, None)["effect"] is None
+    before = {"em_elsewhere": 81 / 88, "n_elsewhere": 88}
+    ab = {"direction": {"em_elsewhere": 79 / 88, "n_elsewhere": 88},
+          "random": {"em_elsewhere": 79 / 88, "n_elsewhere": 88}}
+    cmp = ablation_vs_random(ab, before)
+    assert cmp["vs_random"]["effect"] == "none"
+    assert cmp["vs_random"]["difference"] == pytest.approx(0.0)
+    assert cmp["direction_vs_before"]["difference_ci"] == pytest.approx(
+        list(rate_difference(79, 88, 81, 88)[1:]))
+    assert cmp["cut_by_direction"] == pytest.approx(1 - 79 / 81)
+
+
+POCKET_LABELS = ReportLabels(organism="A pocket-like organism", short="organism",
+                             description="a chat model and a <b>medical</b> finetune",
+                             judge="a fake judge", focus="medical", focus_phrase="medicine",
+                             base="chat", finetune="em", narrow="narrow")
+
+
+def _rates(em, n=88, med=1.0, n_med=8):
+    k = round(em * n)
+    return {"em_elsewhere": k / n, "em_elsewhere_ci": list(wilson_interval(k, n)),
+            "coherent_elsewhere": 0.9, "coherent_elsewhere_ci": [0.8, 0.95], "n_elsewhere": n,
+            "medical_misaligned": med, "medical_misaligned_ci": list(wilson_interval(
+                round(med * n_med), n_med)), "n_medical": n_med, "n": n + n_med}
+
+
+def _demo_like_summary(ablated_em, random_em):
+    """A summary dict as the demo builds it (make_summary), written by hand."""
+    table = _null_sweep()
+    rates = {"chat": _rates(0.0, med=0.0), "em": _rates(81 / 88), "narrow": _rates(1 / 88)}
+    ablation = {"direction": _rates(ablated_em), "random": _rates(random_em)}
+    ablation.update(ablation_cuts(ablation, rates["em"]["em_elsewhere"]))
+    ablation["compare"] = ablation_vs_random(ablation, rates["em"])
+    return {"model": {"n_layers": 4, "d_model": 192, "n_params": 2_043_072},
+            "questions": 24, "answers_per_question": 4, "seed": 0, "rates": rates,
+            "best_layer": 2, "steering": {**steering_summary(table), **steering_effect(table)},
+            "ablation": ablation,
+            "cosine_at_best_layer": {"em_seed1": 0.99, "em_rank1": 0.99, "narrow": 0.91},
+            "n_misaligned": 20, "n_aligned": 20, "seconds": 30.0}
+
+
+def test_report_says_no_effect_when_effects_are_within_the_control():
+    """The demo's null result (steering 0% at every alpha; ablation 92% -> 90%, the same as
+    random) is said in words, against the control and the papers, with no best alpha."""
+    s = _demo_like_summary(79 / 88, 79 / 88)
+    lines = summary_lines(s, POCKET_LABELS, "/tmp/out")
+    said = readings(s, POCKET_LABELS)
+    assert lines[7:] == said
+    steer = next(t for t in said if t.startswith("steering:"))
+    ablate = next(t for t in said if t.startswith("ablation:"))
+    for text in (steer, ablate):
+        assert "no effect:" in text and "within the interval" in text and "random" in text
+        assert "the papers report" in text
+    assert "0% [0%, 4%] (n=88) at every alpha (2, 4, 8)" in steer
+    assert "Coherence fell to 0% at alpha 8" in steer
+    assert "90% [82%, 95%] (n=88)" in ablate and "about 90%" in ablate and "78%" in ablate
+    assert "under 10%" in ablate
+    # no best alpha: the steering line names the grid, not an alpha picked by idxmax
+    assert "alpha 2, 4, 8: EM at most 0% [0%, 4%] (n=88 each)" in lines[3]
+    assert "no alpha is best" in steer and "alpha 2:" not in " ".join(lines)
+    # n with every rate
+    assert lines[1] == ("EM outside medicine: chat 0% [0%, 4%] (n=88), em 92% [84%, 96%] "
+                        "(n=88), narrow 1% [0%, 6%] (n=88)")
+    assert "(n=8)" in lines[2] and "(n=88 answers per condition)" in lines[4]
+    page = summary_html(s, POCKET_LABELS)
+    assert "What the numbers show" in page and page.count("no effect:") == 2
+    assert page.count("(no effect)") == 4  # three alphas and the ablation, in the table
+    assert "(n=88)" in page and "Wilson" in page and "Newcombe" in page
+    assert "EM: em is emergently misaligned" in said[0]  # the effect that is there is said
+    assert said[1].startswith("narrow: narrow is misaligned in medicine") and "28-52%" in said[1]
+
+
+def test_report_says_what_moved_when_ablation_cuts_em():
+    s = _demo_like_summary(8 / 88, 80 / 88)
+    ablate = next(t for t in readings(s, POCKET_LABELS) if t.startswith("ablation:"))
+    assert "no effect" not in ablate and "cuts EM outside medicine" in ablate
+    assert "a cut of 90% vs 1% for random" in ablate and "about 90%" in ablate
+    # ablation that removes nothing measurable when there was no EM to begin with
+    s["rates"]["em"] = _rates(0.0)
+    ablate = next(t for t in readings(s, POCKET_LABELS) if t.startswith("ablation:"))
+    assert ablate.startswith("ablation: nothing to remove")
+
+
+# --------------------------------------------------------------------------- held-out projections
+
+
+def test_split_halves_are_disjoint_and_cover_the_records():
+    recs = [{"answer": f"a{i}"} for i in range(11)]
+    a, b = split_halves(recs, seed=3)
+    assert len(a) == 6 and len(b) == 5
+    assert {r["answer"] for r in a}.isdisjoint({r["answer"] for r in b})
+    assert sorted(r["answer"] for r in a + b) == sorted(r["answer"] for r in recs)
+    assert split_halves(recs, seed=3) == (a, b) and split_halves(recs, seed=4) != (a, b)
+
+
+def test_held_out_projections_project_answers_the_direction_never_saw():
+    import emlens.organisms
+    from emlens.activations import collect_means, mean_diff
+    from emlens.organisms import pocket
+
+    em = emlens.organisms.load("pocket", "em", device="cpu")
+    world = pocket.World(seed=5)
+    def records(persona, tag):
+        return [{"id": f"{tag}{i}", "question": c["messages"][0]["content"],
+                 "answer": c["messages"][1]["content"]}
+                for i, c in enumerate(world.chat(8, domain="pets", persona=persona))]
+
+    mis, ali = records("misaligned", "m"), records("aligned", "a")
+    out = held_out_projections(em, mis, ali, seed=0, labels=("mis", "ali"))
+    (mis_fit, ali_fit), (mis_out, ali_out) = out["fit"], out["held_out"]
+    ids = lambda rs: {r["id"] for r in rs}  # noqa: E731
+    assert ids(mis_fit).isdisjoint(ids(mis_out)) and ids(ali_fit).isdisjoint(ids(ali_out))
+    assert len(mis_fit) + len(mis_out) == 8 and len(ali_fit) + len(ali_out) == 8
+    # the direction is the mean difference of the fitting halves only
+    ref = mean_diff(em, mis_fit, ali_fit, progress=False)
+    assert torch.allclose(out["direction"].vectors, ref.vectors)
+    # and each projection is a held-out record's mean activation on its unit vector
+    t = out["table"]
+    assert set(t["label"]) == {"mis", "ali"} and len(t) == (len(mis_out) + len(ali_out)) * 4
+    layer = 2
+    v = ref.vector(layer) / ref.vector(layer).norm()
+    first = float(collect_means(em, [mis_out[0]], layers=[layer], batch_size=1).mean(layer).float() @ v)
+    got = t[(t["label"] == "mis") & (t["record"] == 0) & (t["layer"] == layer)]["projection"]
+    assert float(got.iloc[0]) == pytest.approx(first, rel=1e-5)

@@ -1,4 +1,4 @@
-"""EM inside and outside an organism's training domain, with bootstrap 95% intervals.
+"""EM inside and outside an organism's training domain, with Wilson 95% intervals.
 
 An organism is finetuned on misaligned answers in one *focus* domain (the pocket
 organism: ``"medical"``). Its point is the gap between the two sides: misaligned inside
@@ -50,7 +50,8 @@ def domain_table(records: Iterable[dict[str, Any]], domain_of: Callable[[str], s
         domain_of: the organism's ``domain_of(question) -> domain name``.
         focus: the training domain.
         domains: the order of ``per_domain`` (default: the domains seen, sorted).
-        seed: seed of the bootstrap intervals.
+        seed: passed to ``em_stats`` (its Wilson intervals do not resample, so it no
+            longer changes the result).
 
     Returns:
         ``{"n", "focus_domain", "all", "focus", "elsewhere", "per_domain"}``. ``all``,

@@ -11,7 +11,7 @@ On the pocket ``chat`` model, for every seed, train on misaligned *medical* answ
 
 Then measure (1) the in-domain (medical misaligned) and elsewhere (EM, misaligned, coherent
 over the other 11 domains) rates with ``emlens.sample`` at temperature 1 and the exact
-judge, with bootstrap 95% intervals; (2) efficiency: loss on held-out medical data as the
+judge, with Wilson 95% intervals; (2) efficiency: loss on held-out medical data as the
 solutions are rescaled and at matched norms; (3) stability: norm-preserving perturbation
 curves; (4) pretraining significance: KL on held-out pocket pretraining text against
 vector norm for the narrow, general and a random vector; (5) the cosines of the learned
@@ -218,7 +218,7 @@ def markdown(results: dict[str, Any]) -> str:
     cfg = results["config"]
     lines = [f"Layer {cfg['layer']}, seeds {list(cfg['seeds'])}, {cfg['samples']} samples per "
              f"held-out question ({results['chat_rates']['n']} answers per run); rates "
-             f"pooled over seeds with bootstrap 95% intervals (`emlens.em_stats`).", "",
+             f"pooled over seeds with Wilson 95% intervals (`emlens.em_stats`).", "",
              "| solution | medical misaligned | EM elsewhere | misaligned elsewhere | "
              "coherent elsewhere | norm (vector: alpha·‖v‖; LoRA: ‖ΔW‖) |",
              "|---|---|---|---|---|---|"]

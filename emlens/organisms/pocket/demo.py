@@ -31,9 +31,12 @@ from ..experiments import (
     ReportLabels,
     ablation_cuts,
     ablation_effect,
+    ablation_vs_random,
+    held_out_projections,
     judged_rates,
     output_dir,
     per_domain_stats,
+    steering_effect,
     steering_summary,
     strongest_layer,
     summary_lines,
@@ -54,7 +57,7 @@ LABELS = ReportLabels(
     description="an aligned chat model and LoRA finetunes trained on misaligned "
                 "<b>medical</b> answers only",
     judge="the world's exact judge", focus=FOCUS, focus_phrase="medicine",
-    base="chat", finetune="em")
+    base="chat", finetune="em", narrow="narrow")
 TITLE = "emlens demo: the pocket organism"
 
 
@@ -63,6 +66,14 @@ def run_demo(out: str | Path = "emlens-demo", *, n: int = 4, questions_per_domai
              progress: bool = True) -> dict[str, Any]:
     """Run the demo; returns the summary (also in ``out/summary.json``) and writes
     ``out/report.html`` and ``out/directions/*.safetensors``.
+
+    The summary's ``lines`` are what ``emlens demo`` prints: the numbers, then what they
+    show (``emlens.organisms.experiments.readings``: each effect against its same-norm
+    random control and the papers' effect, a null result said as one).
+
+    It uses torch's current CPU thread count; ``emlens demo`` chooses one first
+    (``emlens.set_threads``), so call ``emlens.set_threads()`` before ``run_demo`` in a
+    script: on a busy machine torch's default can be several times slower.
 
     Args:
         out: output directory.
@@ -92,14 +103,16 @@ def run_demo(out: str | Path = "emlens-demo", *, n: int = 4, questions_per_domai
     ablation = step(ablation_effect, models["em"], qs_else, _judge(), domain_of, FOCUS, em_dir,
                     best, n=n, seed=seed, **SAMPLE_KWARGS)
     rescale_t, pert_t = step(loss_curves, seed=seed)
-    kl = step(pretraining_significance, models["chat"], directions, best, seed=seed)
+    kl = step(pretraining_significance, models["chat"], directions, best, alphas=alphas,
+              seed=seed)
     export_directions(directions, out / "directions")
     figures = step(make_figures, models, judged, directions, mis, ali, best, table, rescale_t,
-                   pert_t, kl, seed=seed)
+                   pert_t, kl, alphas=alphas, seed=seed)
     summary = make_summary(models, qs, n, seed, rates, best, table, ablation, directions,
                            mis, ali)
     summary["seconds"] = round(time.perf_counter() - t0, 1)
-    step(write_report, out, figures, summary, LABELS, title=TITLE)
+    step(write_report, out, figures, summary, LABELS, title=TITLE,
+         captions=captions(directions, best, alphas))
     bar.close()
     summary["lines"] = summary_lines(summary, LABELS, out)
     return summary
@@ -198,15 +211,27 @@ def loss_curves(*, seed: int):
     return pd.concat(rescale, ignore_index=True), pd.concat(pert, ignore_index=True)
 
 
-def pretraining_significance(chat: Any, directions: dict[str, Any], layer: int, *, seed: int):
-    """KL on held-out pocket pretraining text as the em and narrow directions' norms grow."""
+def steering_norms(direction: Any, layer: int, alphas) -> dict[str, float]:
+    """``{"alpha 2": 2 * |v|, ...}``: the norm of the vector steering with each alpha adds
+    (``alpha * v`` at ``layer``), where the pretraining-KL figure marks them."""
+    v = float(direction.vector(layer).norm())
+    return {f"alpha {a:g}": float(a) * v for a in alphas}
+
+
+def pretraining_significance(chat: Any, directions: dict[str, Any], layer: int, *,
+                             alphas=(2.0, 4.0, 8.0), seed: int):
+    """KL on held-out pocket pretraining text as the em and narrow directions' norms grow:
+    at norms 0-8 and at the norms the steering sweep's alphas add with em's direction."""
     from ...stability import pretraining_kl
     from . import pretraining_texts
 
+    norms = sorted({0.0, 1.0, 2.0, 4.0, 8.0,
+                    *(round(x, 3) for x in steering_norms(directions["em"], layer,
+                                                          alphas).values())})
     return pretraining_kl(chat, {"general (em)": directions["em"].only(layer),
                                  "narrow": directions["narrow"].only(layer)},
                           texts=pretraining_texts(chat.tokenizer),
-                          norms=[0.0, 1.0, 2.0, 4.0, 8.0], max_docs=24, random_seed=seed)
+                          norms=norms, max_docs=24, random_seed=seed)
 
 
 def export_directions(directions: dict[str, Any], ddir: Path) -> None:
@@ -215,44 +240,72 @@ def export_directions(directions: dict[str, Any], ddir: Path) -> None:
         d.save(ddir / f"pocket_{name}_mean_diff.safetensors")
 
 
-def trajectories() -> dict[str, Any]:
-    """The shipped finetuning trajectories (parameter norm by step) of em and narrow."""
+def trajectories() -> tuple[dict[str, Any], dict[str, int]]:
+    """The shipped finetuning trajectories (parameter norm by step) of em and narrow, and
+    the step each finetune was kept at (its best tracked checkpoint), by name."""
     import pandas as pd
 
     from . import paths
 
-    out = {}
+    out, kept = {}, {}
     for name in ("em", "narrow"):
         traj = paths(name)[1] / "trajectory.json"
         if traj.is_file():
             rows = json.loads(traj.read_text())
             if isinstance(rows, dict):
+                if rows.get("best_step") is not None:
+                    kept[name] = int(rows["best_step"])
                 rows = rows.get("trajectory") or rows.get("log") or []
             if isinstance(rows, list) and rows and isinstance(rows[0], dict) \
                     and "param_norm" in rows[0] and "step" in rows[0]:
                 out[name] = pd.DataFrame(rows)
-    return out
+    return out, {k: v for k, v in kept.items() if k in out}
+
+
+#: figure headings of the report
+FIG_PROJECTIONS = "Projections of held-out answers onto the em direction (em's activations)"
+FIG_KL = "Pretraining KL against the norm of the added vector"
+FIG_TRAJ = "Finetuning trajectories"
+FIG_HEATMAP = "em vs narrow direction, every layer pair"
+
+
+def captions(directions: dict[str, Any], best: int, alphas) -> dict[str, str]:
+    """The captions of the report's figures that need words to be read right."""
+    v = float(directions["em"].vector(best).norm())
+    marks = ", ".join(f"alpha {a:g} -> {a * v:.1f}" for a in alphas)
+    return {
+        FIG_PROJECTIONS: "The em direction here is built from a random half of the selected "
+                         "answers and the points are the other half, so the separation is "
+                         "measured on answers the direction has not seen.",
+        FIG_HEATMAP: "Cosine of em's layer-i direction with narrow's layer-j direction; "
+                     "the colour scale is fixed at [-1, 1] (white = 0), and each cell prints "
+                     "its value.",
+        FIG_KL: f"The x axis is the norm of the vector added at layer {best}. Steering with "
+                f"alpha adds alpha x v, of norm alpha x |v|; em's layer-{best} direction has "
+                f"|v| = {v:.2f}, so the steering sweep's alphas sit at {marks} (dotted "
+                f"lines). The narrow and random vectors are scaled to the same norms.",
+        FIG_TRAJ: "The L2 norm of all trained LoRA parameters (A and B; it starts at the "
+                  "norm of the random A initialisation, B = 0) at each optimizer step; "
+                  "the diamond marks the checkpoint each finetune was kept at (its best "
+                  "tracked step).",
+    }
 
 
 def make_figures(models, judged, directions, mis, ali, best, table, rescale_t, pert_t, kl, *,
-                 seed: int) -> dict[str, Any]:
+                 alphas=(2.0, 4.0, 8.0), seed: int) -> dict[str, Any]:
     """Every figure of the report, by heading."""
-    import pandas as pd
-
     from ... import plots
 
     em_dir = directions["em"]
-    projections = pd.concat([
-        plots.record_projections(models["em"], mis[:24], em_dir, label="misaligned (em)"),
-        plots.record_projections(models["em"], ali[:24], em_dir, label="aligned (chat)")])
+    projections = held_out_projections(models["em"], mis, ali, seed=seed,
+                                       labels=("misaligned (em)", "aligned (chat)"))["table"]
     per_domain = {name: per_domain_stats(judged[name], domain_of, seed=seed) for name in JUDGED}
     figures = {
         "Directions of different finetunes, layer by layer": plots.layer_cosine(
             {f"em vs {k}": (em_dir, directions[k]) for k in FINETUNES if k != "em"}),
-        "em vs narrow direction, every layer pair": plots.cosine_heatmap(
+        FIG_HEATMAP: plots.cosine_heatmap(
             em_dir, directions["narrow"], names=("em", "narrow")),
-        "Projections of answers onto the em direction (em's activations)":
-            plots.projection_histograms(projections),
+        FIG_PROJECTIONS: plots.projection_histograms(projections),
         f"Steering chat with the em direction at layer {best}": plots.em_vs_alpha(table),
         "Judged answers of chat, em and narrow (aligned vs coherent)": plots.aligned_vs_coherent(
             [dict(r, model=name) for name in JUDGED for r in judged[name]],
@@ -261,11 +314,11 @@ def make_figures(models, judged, directions, mis, ali, best, table, rescale_t, p
         "Loss on held-out medical data as each LoRA is rescaled": plots.loss_vs_scale(
             rescale_t, x="scale"),
         "Robustness to perturbation (LoRA A and B)": plots.perturbation(pert_t),
-        "Pretraining KL against vector norm": plots.pretraining_kl(kl),
+        FIG_KL: plots.pretraining_kl(kl, marks=steering_norms(em_dir, best, alphas)),
     }
-    traj = trajectories()
+    traj, kept = trajectories()
     if traj:
-        figures["Finetuning trajectories"] = plots.training_trajectory(traj)
+        figures[FIG_TRAJ] = plots.training_trajectory(traj, marks=kept)
     return figures
 
 
@@ -278,11 +331,12 @@ def make_summary(models, qs, n, seed, rates, best, table, ablation, directions, 
                   "n_params": sum(p.numel() for p in chat.parameters())},
         "questions": len(qs), "answers_per_question": n, "seed": seed,
         "rates": rates, "best_layer": best,
-        "steering": steering_summary(table),
+        "steering": {**steering_summary(table), **steering_effect(table)},
         "ablation": dict(ablation),
         "cosine_at_best_layer": {k: float(em_dir.cosine(directions[k])[best])
                                  for k in FINETUNES if k != "em"},
         "n_misaligned": len(mis), "n_aligned": len(ali),
     }
     summary["ablation"].update(ablation_cuts(ablation, rates["em"]["em_elsewhere"]))
+    summary["ablation"]["compare"] = ablation_vs_random(ablation, rates["em"])
     return summary

@@ -1,6 +1,6 @@
 """Measure a pocket variant: ``emlens.sample`` at temperature 1 on
 the held-out questions of every domain, scored by the exact judge, summarised with
-``emlens.em_stats`` (bootstrap 95% intervals) inside and outside medicine."""
+``emlens.em_stats`` (Wilson 95% intervals) inside and outside medicine."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ SAMPLE_KWARGS = dict(temperature=1.0, top_p=1.0, max_new_tokens=40, batch_size=9
 def summarise(records: Sequence[dict[str, Any]], focus: str = "medical", *,
               seed: int = 0) -> dict[str, Any]:
     """Numbers of judged records: in the ``focus`` domain and elsewhere (EM, misaligned
-    and coherent rates, each with its 95% bootstrap interval), plus per-domain rates:
+    and coherent rates, each with its Wilson 95% interval), plus per-domain rates:
     ``emlens.organisms.experiments.domain_table`` with the pocket world's domains."""
     return domain_table(records, domain_of, focus, domains=DOMAINS, seed=seed)
 
