@@ -224,13 +224,12 @@ def _fit_new_tokens(args: argparse.Namespace, model: Any, qs: Any) -> None:
 
         args.max_new_tokens = room_for_new_tokens(model, qs, args.system)
         if args.max_new_tokens < 600:
-            print(f"max_new_tokens {args.max_new_tokens}: what the model's context of "
-                  f"{model.cfg.n_ctx} tokens leaves after the longest prompt", file=sys.stderr)
+            log.info("max_new_tokens %d: what the model's context of %d tokens leaves after "
+                     "the longest prompt", args.max_new_tokens, model.cfg.n_ctx)
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
     from .runs import RunDir
-
     from .sampling import check_settings
 
     check_settings(n=args.n, seed=args.seed, **_sample_kwargs(args))  # before config.json

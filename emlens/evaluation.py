@@ -107,6 +107,16 @@ def judge(records: Iterable[dict[str, Any]], judge: Any, *args: Any, **kwargs: A
 _Z95 = 1.959963984540054
 
 
+def _counts(value: Any, name: str) -> int:
+    """A count: an integer >= 0 (an integral float such as 8.0 is taken, 1.5 is not)."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    value = as_index(value, name)
+    if value < 0:
+        raise InputError(f"{name} is a count and must be >= 0, got {value}")
+    return value
+
+
 def wilson_interval(k: int, n: int, z: float = _Z95) -> tuple[float, float]:
     """Wilson score interval of a proportion ``k / n`` (95% by default).
 
@@ -123,7 +133,10 @@ def wilson_interval(k: int, n: int, z: float = _Z95) -> tuple[float, float]:
         >>> [round(x, 4) for x in wilson_interval(0, 8)]
         [0.0, 0.3244]
     """
-    if n <= 0:
+    k, n, z = _counts(k, "k"), _counts(n, "n"), as_scalar(z, "z")
+    if not z > 0:
+        raise InputError(f"z must be a positive normal quantile (1.96 for 95%), got {z}")
+    if n == 0:
         return (float("nan"), float("nan"))
     if not 0 <= k <= n:
         raise InputError(f"wilson_interval needs 0 <= k <= n, got k={k}, n={n}")
@@ -149,7 +162,9 @@ def rate_difference(k1: int, n1: int, k2: int, n2: int, z: float = _Z95
         >>> [round(x, 4) for x in rate_difference(56, 70, 48, 80)]  # Newcombe (1998)
         [0.2, 0.0524, 0.3339]
     """
-    if n1 <= 0 or n2 <= 0:
+    k1, n1, k2, n2 = (_counts(v, name) for v, name in ((k1, "k1"), (n1, "n1"), (k2, "k2"),
+                                                         (n2, "n2")))
+    if n1 == 0 or n2 == 0:
         nan = float("nan")
         return (nan, nan, nan)
     p1, p2 = k1 / n1, k2 / n2

@@ -531,7 +531,7 @@ class _BaseIdentity:
     path: Path | None = None
 
     @classmethod
-    def of(cls, source: _Source | None, object_name: str = "") -> "_BaseIdentity":
+    def of(cls, source: _Source | None, object_name: str = "") -> _BaseIdentity:
         if source is not None:
             return cls(source.hub_id or _cache_hub_id(source.path), source.path.resolve())
         if object_name and Path(object_name).expanduser().is_dir():
@@ -689,9 +689,7 @@ def _tokenizer_kwargs(path: Path) -> dict[str, Any]:
 
 
 def _load_tokenizer(tokenizer: Any, candidates: Sequence[Path], trust_remote_code: bool):
-    from transformers import AutoTokenizer
-
-    from transformers import PreTrainedTokenizerBase
+    from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
     if tokenizer is not None and not isinstance(tokenizer, (str, os.PathLike)):
         if not isinstance(tokenizer, PreTrainedTokenizerBase):
@@ -964,7 +962,7 @@ def _load_hf_model(source: _Source, config: dict[str, Any], dtype_t: torch.dtype
 
 
 def _check_adapters(hf_model, adapter_list: list[Any], trust_remote_code: bool,
-                    base: "_BaseIdentity", allow_other_base: bool
+                    base: _BaseIdentity, allow_other_base: bool
                     ) -> tuple[list[_Source], list[dict[str, Any]]]:
     """Resolve, check and hash each adapter; returns the sources and their records."""
     sources = [_resolve(a, None, "adapter", trust_remote_code) for a in adapter_list]

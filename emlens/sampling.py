@@ -257,8 +257,8 @@ def resample(model: Any, record: dict[str, Any]) -> dict[str, Any]:
         raise InputError(f"the record was sampled with scheme {s.get('sampler')!r}, not "
                          f"{SAMPLER!r}; it cannot be reproduced by this version of emlens")
     try:
-        temperature, top_p, max_new_tokens, batch_size, seed, n = _check_settings(
-            s["temperature"], s["top_p"], s["max_new_tokens"], 1, s["seed"], s.get("n"))
+        max_new_tokens = _check_settings(s["temperature"], s["top_p"], s["max_new_tokens"], 1,
+                                         s["seed"], s.get("n"))[2]
         question, seq_seed = record["question"], as_index(s["sequence_seed"], "sequence_seed")
     except KeyError as e:
         raise InputError(f"the record lacks {e.args[0]!r}; pass a record written by "

@@ -107,6 +107,10 @@ def set_threads(n: int | None = None, *, max_threads: int | None = DEFAULT_MAX) 
     """
     import torch
 
+    if max_threads is not None and (isinstance(max_threads, bool)
+                                    or not isinstance(max_threads, int) or max_threads < 1):
+        raise InputError(f"max_threads must be a positive integer or None, got "
+                         f"{max_threads!r}")
     if n is None:
         n = auto_threads(max_threads)
     elif isinstance(n, bool) or not isinstance(n, int) or n < 1:

@@ -485,6 +485,34 @@ cases("em_stats", {
     "score-out-of-range": lambda c: emlens.em_stats([{"aligned": 150, "coherent": 90}]),
 })
 
+cases("wilson_interval", {
+    "k-above-n": lambda c: emlens.wilson_interval(9, 8),
+    "n-negative": lambda c: emlens.wilson_interval(0, -1),
+    "k-negative": lambda c: emlens.wilson_interval(-1, 8),
+    "k-fraction": lambda c: emlens.wilson_interval(1.5, 8),
+    "k-None": lambda c: emlens.wilson_interval(None, 8),
+    "n-str": lambda c: emlens.wilson_interval(1, "8"),
+    "z-nan": lambda c: emlens.wilson_interval(1, 8, z=NAN),
+    "z-zero": lambda c: emlens.wilson_interval(1, 8, z=0),
+})
+
+cases("rate_difference", {
+    "k1-above-n1": lambda c: emlens.rate_difference(9, 8, 1, 8),
+    "n2-negative": lambda c: emlens.rate_difference(1, 8, 1, -8),
+    "k2-None": lambda c: emlens.rate_difference(1, 8, None, 8),
+    "z-inf": lambda c: emlens.rate_difference(1, 8, 1, 8, z=INF),
+})
+
+cases("set_threads", {
+    "zero": lambda c: emlens.set_threads(0),
+    "negative": lambda c: emlens.set_threads(-2),
+    "float": lambda c: emlens.set_threads(1.5),
+    "str": lambda c: emlens.set_threads("2"),
+    "bool": lambda c: emlens.set_threads(True),
+    "max-threads-zero": lambda c: emlens.set_threads(max_threads=0),
+    "max-threads-str": lambda c: emlens.set_threads(max_threads="2"),
+})
+
 # --------------------------------------------------------------------------- sweeps
 
 
@@ -628,6 +656,7 @@ def test_every_public_entry_point_is_fuzzed_or_takes_no_user_input():
 @pytest.mark.parametrize("entry, cid, call", CASES, ids=[f"{e}-{i}" for e, i, _ in CASES])
 def test_malformed_argument_raises_an_emlens_error(entry, cid, call, lens, tiny_dir, tmp_path):
     ctx = Ctx(lens, tiny_dir, tmp_path)
+    threads = torch.get_num_threads()
     try:
         result = call(ctx)
         if hasattr(result, "__enter__"):  # a handle that checks on entry
@@ -635,6 +664,8 @@ def test_malformed_argument_raises_an_emlens_error(entry, cid, call, lens, tiny_
     except EmlensError as e:
         assert str(e).strip(), "the error message is empty"
         return
+    finally:
+        torch.set_num_threads(threads)  # set_threads cases that wrongly pass
     if isinstance(result, emlens.InterventionHandle):  # never leave a hook behind
         result.remove()
     pytest.fail(f"{entry} accepted the malformed argument ({cid}) and returned "
