@@ -69,6 +69,8 @@ _EXPORTS = {
     "wilson_interval": "evaluation",
     "rate_difference": "evaluation",
     "sweep": "sweeps",
+    "logprob_gap": "stability",
+    "LogprobGap": "stability",
     # training
     "finetune": "training",
     "FinetuneResult": "training",
@@ -132,6 +134,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs
     from .questions import Question, builtin_questions, load_questions  # noqa: F401
     from .records import ResponseSet, load_records, select_responses  # noqa: F401
     from .sampling import sample  # noqa: F401
+    from .stability import LogprobGap, logprob_gap  # noqa: F401
     from .sweeps import sweep  # noqa: F401
     from .threads import set_threads  # noqa: F401
     from .training import FinetuneResult, finetune  # noqa: F401

@@ -198,3 +198,40 @@ def test_pretraining_kl_needs_texts(model, learned):
     for empty in ([], [""], ["   "]):
         with pytest.raises(InputError, match="no document"):
             pretraining_kl(model, {"fit": learned}, texts=empty, norms=[1.0])
+
+
+def _hf_mean_logprob(hf, tok, question, answer):
+    msgs = [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+    prompt = tok.apply_chat_template(msgs[:1], add_generation_prompt=True, tokenize=True,
+                                     return_dict=True)["input_ids"]
+    full = tok.apply_chat_template(msgs, tokenize=True, return_dict=True)["input_ids"]
+    with torch.no_grad():
+        logp = torch.log_softmax(hf(torch.tensor([full])).logits[0].double(), -1)
+    return sum(float(logp[p - 1, full[p]]) for p in range(len(prompt), len(full))) / (
+        len(full) - len(prompt))
+
+
+def test_logprob_gap_matches_plain_pytorch_per_pair(model, tiny_dir, data, learned):
+    c = tiny_corpus()
+    pairs = [{"question": c[i], "aligned": c[(i + 3) % len(c)], "misaligned": c[(i + 7) % len(c)]}
+             for i in range(6)]
+    gap = emlens.logprob_gap(model, pairs, batch_size=4)
+    hf = AutoModelForCausalLM.from_pretrained(tiny_dir("qwen2"), attn_implementation="eager").eval()
+    tok = AutoTokenizer.from_pretrained(tiny_dir("qwen2"))
+    want = [_hf_mean_logprob(hf, tok, p["question"], p["misaligned"])
+            - _hf_mean_logprob(hf, tok, p["question"], p["aligned"]) for p in pairs]
+    assert gap.per_pair == pytest.approx(want, abs=1e-5)
+    assert gap.n == 6 and gap.mean == pytest.approx(sum(want) / 6, abs=1e-5)
+    assert gap.ci[0] < gap.mean < gap.ci[1]
+    # swapping the roles flips the sign; a steering vector is seen (interventions apply)
+    swapped = [{**p, "aligned": p["misaligned"], "misaligned": p["aligned"]} for p in pairs]
+    assert emlens.logprob_gap(model, swapped).mean == pytest.approx(-gap.mean, abs=1e-5)
+    with emlens.steer(model, learned, 3.0):
+        assert emlens.logprob_gap(model, pairs).mean != pytest.approx(gap.mean, abs=1e-4)
+
+
+def test_logprob_gap_refuses_bad_pairs(model):
+    with pytest.raises(emlens.InputError, match="misaligned"):
+        emlens.logprob_gap(model, [{"question": "q", "aligned": "a"}])
+    with pytest.raises(emlens.InputError, match="no answer pairs"):
+        emlens.logprob_gap(model, [])
