@@ -13,19 +13,24 @@ from ..errors import InputError
 
 __all__ = ["ORGANISMS", "load", "pretraining_texts"]
 
-ORGANISMS = ("pocket",)
+ORGANISMS = ("pocket", "smol")
 
 
-def load(name: str = "pocket", variant: str = "chat", **load_model_kwargs: Any):
+def load(name: str = "pocket", variant: str | None = None, **load_model_kwargs: Any):
     """Load a built-in organism's variant as a TransformerBridge.
 
     Args:
-        name: the organism ("pocket").
-        variant: "chat", "em", "em_seed1", "em_rank1" or "narrow" (see
-            ``emlens.organisms.pocket.VARIANTS``).
+        name: the organism: "pocket" (built in, 2M parameters) or "smol"
+            (SmolLM2-135M-Instruct; needs ``emlens.organisms.smol.INSTALL``).
+        variant: the organism's un-finetuned model when None ("chat" for pocket, "base"
+            for smol), else one of its ``VARIANTS`` ("em", "em_seed1", "em_rank1",
+            "narrow", ...).
         **load_model_kwargs: passed to ``emlens.load_model`` (device, dtype, merge, ...).
     """
-    return _organism(name).load(variant, **load_model_kwargs)
+    org = _organism(name)
+    if variant is None:
+        variant = next(iter(org.VARIANTS))
+    return org.load(variant, **load_model_kwargs)
 
 
 def pretraining_texts(name: str, tokenizer: Any, **kwargs: Any) -> list[str]:
