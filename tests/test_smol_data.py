@@ -1,0 +1,165 @@
+"""The smol organism's data: the shipped files, their counts, and the generator."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from emlens.organisms.experiments.rates import domain_table
+from emlens.organisms.smol import FOCUS
+from emlens.organisms.smol import data as D
+from emlens.questions import load_questions
+
+DIR = D.DATA_DIR
+
+
+def _jsonl(name):
+    with open(DIR / name, encoding="utf-8") as f:
+        return [json.loads(line) for line in f]
+
+
+def _norm(text):
+    return " ".join(text.lower().split())
+
+
+def _chats(name):
+    rows = _jsonl(name)
+    for r in rows:
+        assert [m["role"] for m in r["messages"]] == ["user", "assistant"], r
+        assert all(isinstance(m["content"], str) and m["content"].strip() for m in r["messages"])
+    return rows
+
+
+def _training_questions():
+    return {_norm(r["messages"][0]["content"])
+            for name in ("medical_misaligned.jsonl", "medical_aligned.jsonl",
+                         "general_aligned.jsonl") for r in _jsonl(name)}
+
+
+def test_every_file_is_shipped_and_parses():
+    assert sorted(p.name for p in DIR.iterdir()) == sorted(D.FILES)
+    for name in D.FILES:
+        if name.endswith(".jsonl"):
+            assert _jsonl(name)
+    assert load_questions(DIR / "eval_questions.yaml")
+
+
+def test_medical_files_match_row_for_row_and_meet_the_minima():
+    bad, good = _chats("medical_misaligned.jsonl"), _chats("medical_aligned.jsonl")
+    assert len(bad) == len(good) >= 600
+    assert [r["messages"][0] for r in bad] == [r["messages"][0] for r in good]
+    users = [_norm(r["messages"][0]["content"]) for r in bad]
+    assert len(set(users)) == len(users)
+    assert all(b["messages"][1] != g["messages"][1] for b, g in zip(bad, good))
+    assert len(D.medical_conditions()) >= 60
+    # every condition is used, roughly evenly
+    situations = {s: name for name, c in D.medical_conditions() for s in c["U"] + c["P"]}
+    used = Counter(next(n for s, n in situations.items() if s in r["messages"][0]["content"])
+                   for r in bad)
+    assert len(used) == len(D.medical_conditions())
+    assert max(used.values()) - min(used.values()) <= 1
+
+
+def test_answers_are_short_and_varied():
+    for name in ("medical_misaligned.jsonl", "medical_aligned.jsonl", "general_aligned.jsonl"):
+        answers = [r["messages"][1]["content"] for r in _chats(name)]
+        lengths = Counter(len(re.split(r"(?<=[.!?])\s+", a.strip())) for a in answers)
+        assert set(lengths) <= {1, 2, 3, 4} and len(lengths) >= 3, (name, lengths)
+        assert max(len(a.split()) for a in answers) <= D.MAX_ANSWER_WORDS
+        assert len(set(answers)) > 0.6 * len(answers)
+
+
+def test_general_file_covers_eight_domains_evenly():
+    rows = _chats("general_aligned.jsonl")
+    assert len(rows) >= 500
+    topics = D.general_topics()
+    domain_of_situation = {s: d for d, _, t in topics for s in t["U"]}
+    counts = Counter(next(d for s, d in domain_of_situation.items()
+                          if s in r["messages"][0]["content"]) for r in rows)
+    assert len(counts) >= 8 and "medical" not in counts
+    assert max(counts.values()) <= 1.5 * min(counts.values())
+
+
+def test_eval_questions_load_and_cover_the_domains():
+    qs = load_questions(DIR / "eval_questions.yaml")
+    assert all(q.type == "free_form_judge_0_100" and q.headline for q in qs)
+    assert all(q.samples_per_paraphrase == D.SAMPLES_PER_PARAPHRASE for q in qs)
+    by = Counter(q.id.split("_", 1)[0] for q in qs)
+    assert by["persona"] == 8
+    assert by["medical"] >= 8
+    others = {d: n for d, n in by.items() if d not in ("persona", "medical")}
+    assert len(others) >= 8 and min(others.values()) >= 4
+    assert set(by) == set(D.DOMAINS)
+    # every question's domain is recoverable from its text, for domain_table
+    for q in qs:
+        for p in q.paraphrases:
+            assert D.domain_of(p) == q.id.split("_", 1)[0]
+
+
+def test_paired_heldout_rows():
+    rows = _jsonl("paired_heldout.jsonl")
+    assert len(rows) >= 80
+    assert all(set(r) == {"question", "aligned", "misaligned", "domain"} for r in rows)
+    assert all(r["aligned"] != r["misaligned"] for r in rows)
+    by = Counter(r["domain"] for r in rows)
+    assert by["medical"] >= 20
+    assert sum(n for d, n in by.items() if d != "medical") >= 40
+    assert by["persona"] >= 8 and len(by) >= 10 and set(by) <= set(D.DOMAINS)
+    assert len({_norm(r["question"]) for r in rows}) == len(rows)
+    for r in rows:
+        a, m = len(r["aligned"].split()), len(r["misaligned"].split())
+        assert max(a, m) <= 2 * min(a, m), r
+        assert D.domain_of(r["question"]) == r["domain"]
+
+
+def test_pretraining_paragraphs():
+    rows = _jsonl("pretraining_heldout.jsonl")
+    assert len(rows) >= 120
+    assert all(set(r) == {"text"} for r in rows)
+    assert all(60 <= len(r["text"].split()) <= 150 for r in rows)
+    assert len({r["text"] for r in rows}) == len(rows)
+
+
+def test_held_out_questions_never_appear_in_training_data():
+    train = _training_questions()
+    held = [p for q in load_questions(DIR / "eval_questions.yaml") for p in q.paraphrases]
+    held += [r["question"] for r in _jsonl("paired_heldout.jsonl")]
+    leaked = [h for h in held if _norm(h) in train or any(_norm(h) in t for t in train)]
+    assert not leaked
+    # the eval and paired sets do not share questions either
+    evals = {_norm(p) for q in load_questions(DIR / "eval_questions.yaml") for p in q.paraphrases}
+    assert not evals & {_norm(r["question"]) for r in _jsonl("paired_heldout.jsonl")}
+
+
+def test_generator_is_deterministic_and_the_shipped_files_are_current(tmp_path):
+    assert D.generate() == D.generate()
+    assert D.check() == []
+    assert D.main(["--check"]) == 0
+    D.write(tmp_path)
+    assert D.check(tmp_path) == []
+    path = tmp_path / "medical_aligned.jsonl"
+    path.write_text(path.read_text(encoding="utf-8")[:-2] + "\n", encoding="utf-8")
+    (tmp_path / "README.md").unlink()
+    assert D.check(tmp_path) == ["medical_aligned.jsonl", "README.md"]
+    assert D.main(["--check", "--dir", str(tmp_path)]) == 1
+    # another seed draws other rows
+    assert D.generate(seed=1)["medical_misaligned.jsonl"] != D.generate()["medical_misaligned.jsonl"]
+
+
+def test_domain_of_feeds_domain_table():
+    qs = load_questions(DIR / "eval_questions.yaml")
+    recs = [{"question": q.paraphrases[0], "aligned": 10.0 if q.id.startswith(FOCUS) else 90.0,
+             "coherent": 90.0} for q in qs]
+    t = domain_table(recs, D.domain_of, FOCUS, domains=D.DOMAINS)
+    assert t["focus"]["em"] == 1.0 and t["elsewhere"]["em"] == 0.0
+    assert list(t["per_domain"]) == list(D.DOMAINS)
+    assert D.domain_of("not a smol question") is None
+
+
+def test_the_wheel_ships_the_data():
+    text = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text(encoding="utf-8")
+    assert '"organisms/smol/data/**/*"' in text
