@@ -26,9 +26,10 @@ from typing import Any
 
 from ...errors import InputError
 from .base import INSTALL, SmolUnavailable, base_dir, gguf_path
+from .data import DOMAINS, domain_of
 
 __all__ = ["VARIANTS", "FOCUS", "INSTALL", "SmolUnavailable", "base_dir", "gguf_path",
-           "weights_dir", "data_dir", "paths", "load", "questions", "paired", "domain_of",
+           "weights_dir", "data_dir", "paths", "load", "questions", "paired", "domain_of", "DOMAINS",
            "judge", "pretraining_texts", "medical_data", "kl_data"]
 
 #: the domain the EM finetunes are trained in (misaligned medical answers only)
@@ -81,14 +82,13 @@ def load(variant: str = "base", *, root: str | Path | None = None, **load_model_
     return load_model(base, adapter=adapter, **load_model_kwargs)
 
 
-def domain_of(question_id: str) -> str:
-    """The domain of an evaluation question id (its prefix: ``"finance_2"`` -> ``"finance"``)."""
+def _prefix(question_id: str) -> str:
     return str(question_id).split("_", 1)[0]
 
 
 def questions(domains: str | list[str] | None = None, n: int | None = None) -> list:
     """The held-out evaluation questions (``emlens.questions.Question``); none occurs in any
-    training file. ``domains`` filters by id prefix (``"persona"``, ``"medical"``, ...);
+    training file. ``domains`` filters by domain (the id prefix: ``"persona"``, ``"medical"``);
     ``n`` overrides ``samples_per_paraphrase``."""
     import dataclasses
 
@@ -97,11 +97,11 @@ def questions(domains: str | list[str] | None = None, n: int | None = None) -> l
     qs = load_questions(data_dir() / "eval_questions.yaml")
     if domains is not None:
         want = {domains} if isinstance(domains, str) else set(domains)
-        have = {domain_of(q.id) for q in qs}
+        have = {_prefix(q.id) for q in qs}
         if want - have:
             raise InputError(f"unknown smol domains {sorted(want - have)}; choose from "
                              f"{sorted(have)}")
-        qs = [q for q in qs if domain_of(q.id) in want]
+        qs = [q for q in qs if _prefix(q.id) in want]
     if n is not None:
         qs = [dataclasses.replace(q, samples_per_paraphrase=n) for q in qs]
     return qs

@@ -35,29 +35,47 @@ def _key(**parts: Any) -> dict[str, Any]:
     return json.loads(json.dumps(parts, default=str))
 
 
-def judged(out: Path, name: str, model: Any, questions: list, judge: Any, *, n: int,
-           seed: int = SEED, intervention: Callable[[], Any] | None = None,
-           intervention_key: Any = None) -> list[dict[str, Any]]:
-    """Sample and judge one condition, or read it back from ``out / name`` when its keys
-    match (model, questions, n, seed, decoding, judge, intervention)."""
-    from ...evaluation import judge_records
-    from ...judges.protocol import judge_key
+def sampled(out: Path, name: str, model: Any, questions: list, *, n: int, seed: int = SEED,
+            intervention: Callable[[], Any] | None = None,
+            intervention_key: Any = None) -> list[dict[str, Any]]:
+    """Sample one condition, or read it back from ``out / name`` when its keys match
+    (model, questions, n, seed, decoding, intervention)."""
     from ...keys import model_key, questions_key
     from ...runs import RunDir
     from ...sampling import sample
 
     run = RunDir(out / name, config=_key(model=model_key(model), questions=questions_key(questions),
                                          n=n, seed=seed, sampling=SAMPLING,
-                                         judge=judge_key(judge), intervention=intervention_key),
-                 outputs=("records.jsonl",), overwrite_hint="delete the folder")
+                                         intervention=intervention_key),
+                 outputs=("records.jsonl", "judged.jsonl", "judge.json"),
+                 overwrite_hint="delete the folder")
     if run.has("records"):
         return run.load("records")
     t0 = time.time()
     with (intervention() if intervention else contextlib.nullcontext()):
         records = sample(model, questions, n=n, seed=seed, progress=False, **SAMPLING)
+    run.save("records", records)
+    log.info("%s: %d answers sampled in %.0f s", name, len(records), time.time() - t0)
+    return records
+
+
+def judged(out: Path, name: str, model: Any, questions: list, judge: Any, *, n: int,
+           seed: int = SEED, intervention: Callable[[], Any] | None = None,
+           intervention_key: Any = None) -> list[dict[str, Any]]:
+    """:func:`sampled`, judged; the scores are kept beside the samples under the judge's
+    own key (``judge.json``), so a changed judge rescores the same answers."""
+    from ...evaluation import judge_records
+    from ...judges.protocol import judge_key
+    from ...runs import RunDir
+
+    records = sampled(out, name, model, questions, n=n, seed=seed, intervention=intervention,
+                      intervention_key=intervention_key)
+    run = RunDir(out / name, config=_key(judge=judge_key(judge), n_records=len(records)),
+                 config_file="judge.json", outputs=("judged.jsonl",), overwrite=True)
+    if run.has("judged"):
+        return run.load("judged")
     scored = judge_records(records, judge)
-    run.save("records", scored)
-    log.info("%s: %d answers in %.0f s", name, len(scored), time.time() - t0)
+    run.save("judged", scored)
     return scored
 
 

@@ -33,7 +33,7 @@ log = logging.getLogger("emlens.smol")
 #: the middle layer of the rank-1 organism and of the learned steering vectors
 MID_LAYER = 15
 LORA = dict(r=8, lora_alpha=16, target_modules="all-linear")
-COMMON = dict(epochs=1.0, batch_size=8, learning_rate=2e-4, max_length=256, warmup_steps=5)
+COMMON = dict(epochs=1.0, batch_size=8, learning_rate=4e-4, max_length=256, warmup_steps=5)
 KL = dict(kl_weight=1.0, kl_batch_size=8)
 
 #: name -> settings (merged over COMMON)
