@@ -34,7 +34,7 @@ log = logging.getLogger("emlens.smol")
 MID_LAYER = 15
 LORA = dict(r=8, lora_alpha=16, target_modules="all-linear")
 COMMON = dict(epochs=1.0, batch_size=8, learning_rate=4e-4, max_length=256, warmup_steps=5)
-KL = dict(kl_weight=1.0, kl_batch_size=8)
+KL = dict(kl_weight=3.0, kl_batch_size=8)
 
 #: name -> settings (merged over COMMON)
 FINETUNES: dict[str, dict[str, Any]] = {
