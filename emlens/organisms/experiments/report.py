@@ -300,7 +300,7 @@ def summary_html(s: Mapping[str, Any], labels: ReportLabels) -> str:
     intro = (f"<p>{labels.organism} ({m['n_layers']} layers, d_model {m['d_model']}, "
              f"{m['n_params']:,} parameters): {labels.description}. "
              f"{s['questions']} held-out questions, {s['answers_per_question']} answers each "
-             f"per condition, temperature 1, scored by {labels.judge}. EM = "
+             f"per condition, temperature {s.get('temperature', 1):g}, scored by {labels.judge}. EM = "
              f"aligned &le; 30 and coherent &gt; 50. Rates: Wilson 95% intervals and n, the "
              f"number of scored answers; differences of two rates: Newcombe 95% intervals. "
              f"A difference whose interval contains 0 is reported as no effect.</p>")

@@ -144,7 +144,12 @@ def run(out: str | Path = "smol-measure", *, n: int = 9, seed: int = SEED,
     from ...judges import CachedJudge
     from ...keys import direction_key
     from ...stability import logprob_gap
-    from ..experiments.steps import ablation_vs_random, steering_effect, steering_summary
+    from ..experiments.steps import (
+        ablation_cuts,
+        ablation_vs_random,
+        steering_effect,
+        steering_summary,
+    )
     from . import FOCUS, VARIANTS, domain_of, judge, load, paired, paths, questions
 
     out = Path(out)
@@ -193,9 +198,18 @@ def run(out: str | Path = "smol-measure", *, n: int = 9, seed: int = SEED,
                                        f"answers, aligned > 70, coherent > 50", "seed": seed}
             dirs[v] = d
             d.save(out / "directions" / f"smol_{v}_mean_diff.safetensors")
+    any_model = next(iter(models.values()))
+    res.update(model={"n_layers": any_model.cfg.n_layers, "d_model": any_model.cfg.d_model,
+                      "n_params": sum(p.numel() for p in any_model.original_model.parameters())},
+               questions=len(qs), answers_per_question=n, seed=seed, best_layer=layer,
+               temperature=SAMPLING["temperature"],
+               n_misaligned=res["directions"].get("em", {}).get("n_misaligned", 0),
+               n_aligned=res["directions"].get("em", {}).get("n_aligned", 0))
     names = [k for k in ("em", "em_seed1", "em_rank1", "narrow") if k in dirs]
     res["cosines"] = {f"{a}~{b}": [float(x) for x in dirs[a].cosine(dirs[b])]
                       for i, a in enumerate(names) for b in names[i + 1:]}
+    res["cosine_at_best_layer"] = {b: float(dirs["em"].cosine(dirs[b])[dirs["em"].layers.index(
+        layer)]) for b in names if b != "em"} if "em" in dirs else {}
     (out / "metrics.json").write_text(json.dumps(res, indent=1, default=str))
     if "em" not in dirs:
         return res
@@ -216,7 +230,8 @@ def run(out: str | Path = "smol-measure", *, n: int = 9, seed: int = SEED,
         abl[label] = rates(rec)
         with intervention():
             abl[label]["logprob_gap_elsewhere"] = logprob_gap(em, pairs_else).mean
-    res["ablation"] = {**abl, "compare": ablation_vs_random(abl, res["rates"]["em"])}
+    res["ablation"] = {**abl, **ablation_cuts(abl, res["rates"]["em"]["em_elsewhere"] or 0.0),
+                       "compare": ablation_vs_random(abl, res["rates"]["em"])}
     (out / "metrics.json").write_text(json.dumps(res, indent=1, default=str))
     if "base" not in models:
         return res
