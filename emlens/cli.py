@@ -660,12 +660,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         from .organisms.smol.demo import run_demo
 
         out = Path(args.out or "emlens-demo-smol")
-        summary = run_demo(out, n=args.n or 2, seed=args.seed)
+        summary = run_demo(out, n=2 if args.n is None else args.n, seed=args.seed)
     else:
         from .organisms.pocket.demo import run_demo
 
         out = Path(args.out or "emlens-demo")
-        summary = run_demo(out, n=args.n or 4, seed=args.seed)
+        summary = run_demo(out, n=4 if args.n is None else args.n, seed=args.seed)
     for line in summary["lines"]:
         print(line)
     print(f"open {out / 'report.html'} in a browser (it works offline)")
