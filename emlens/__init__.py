@@ -39,6 +39,7 @@ _EXPORTS = {
     "ProvenanceWarning": "formats",
     # models
     "load_model": "models",
+    "gguf_to_hf": "models",
     "hook_name": "models",
     "model_dims": "models",
     # directions
@@ -130,7 +131,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs
     )
     from .formats import ProvenanceWarning  # noqa: F401
     from .interventions import InterventionHandle, ablate, steer  # noqa: F401
-    from .models import hook_name, load_model, model_dims  # noqa: F401
+    from .models import gguf_to_hf, hook_name, load_model, model_dims  # noqa: F401
     from .questions import Question, builtin_questions, load_questions  # noqa: F401
     from .records import ResponseSet, load_records, select_responses  # noqa: F401
     from .sampling import sample  # noqa: F401

@@ -8,10 +8,11 @@ apply in the order they were installed. The weight-space counterparts,
 :func:`~emlens.weights.orthogonalize` and :func:`~emlens.weights.save_model`, live in
 :mod:`emlens.weights`.
 
-Positions. Steering can be limited to generated tokens or to a slice of absolute token
-positions. With the KV cache on, decoding steps after the first see one position, so a
-light forward pre-hook on the module that receives the tokens reads the cache length (a
-wrapper of ``forward`` on a HookedTransformer, whose ``generate`` bypasses module hooks).
+Positions. Steering and ablation can be limited to generated tokens or to a slice of
+absolute token positions (one rule, ``positions=``, for both). With the KV cache on,
+decoding steps after the first see one position, so a light forward pre-hook on the
+module that receives the tokens reads the cache length (a wrapper of ``forward`` on a
+HookedTransformer, whose ``generate`` bypasses module hooks).
 
 One-vector rule. ``ablate(at="writes")`` and ``orthogonalize`` project every write with
 *one* vector: a raw ``[d_model]`` tensor; a :class:`~emlens.directions.Direction` holding
@@ -157,6 +158,18 @@ def _install(handle: InterventionHandle, model: Any,
         raise
     log.debug("installed %s", handle.description)
     return handle
+
+
+def _install_tracked(handle: InterventionHandle, model: Any, tracker: Any,
+                     hooks: Iterable[tuple[str, Callable]]) -> InterventionHandle:
+    """:func:`_install`, after the position tracker (if any) the hooks read."""
+    try:
+        if tracker is not None:
+            tracker.install(handle)
+        return _install(handle, model, hooks)
+    except BaseException:
+        handle.remove()
+        raise
 
 
 def _map_act(act: Any, fn: Callable[[Tensor], Tensor]) -> Any:
@@ -456,13 +469,7 @@ def steer(
         return hook
 
     hooks = [(hook_name(l), make(vec)) for l, vec in pairs]
-    try:
-        if tracker is not None:
-            tracker.install(handle)
-        return _install(handle, model, hooks)
-    except BaseException:
-        handle.remove()
-        raise
+    return _install_tracked(handle, model, tracker, hooks)
 
 
 # --------------------------------------------------------------------------- ablate
@@ -477,17 +484,23 @@ def _write_hook_names(model: Any, n_layers: int) -> list[str]:
     return names
 
 
-def _project_hook(unit64: Tensor) -> Callable:
+def _project_hook(unit64: Tensor, positions: Positions = "all",
+                  tracker: _PositionTracker | None = None) -> Callable:
+    """A hook projecting ``x <- x - (x . r) r`` at the positions ``positions`` selects (all
+    of them without a tracker)."""
     cast = _Cast(unit64.float())
 
     def hook(act: Any, hook: Any = None) -> Any:
         def project(x: Tensor) -> Tensor:
-            if x.dtype in (torch.float32, torch.float64):
-                r = cast.to(x)
-                return x - (x @ r)[..., None] * r
-            r = cast.to(x, torch.float32)  # half precision: project in float32
-            xf = x.float()
-            return (xf - (xf @ r)[..., None] * r).to(x.dtype)
+            half = x.dtype not in (torch.float32, torch.float64)
+            r = cast.to(x, torch.float32 if half else None)  # half precision: in float32
+            xf = x.float() if half else x
+            coef = xf @ r
+            if tracker is not None:
+                mask = _position_mask(positions, tracker, x.shape[1], x.device)
+                coef = coef * mask.to(coef.dtype)
+            out = xf - coef[..., None] * r
+            return out.to(x.dtype) if half else out
 
         return _map_act(act, project)
 
@@ -499,6 +512,7 @@ def ablate(
     direction: DirectionLike,
     layers: int | Sequence[int] | None = None,
     at: str = "resid_post",
+    positions: Positions = "all",
 ) -> InterventionHandle:
     """Remove the component along a direction: ``x <- x - (x . r) r`` with ``r = v / |v|``.
 
@@ -515,6 +529,18 @@ def ablate(
             attention output and each MLP output, after any post-block norm; the
             equivalent of :func:`orthogonalize`). ``"writes"`` uses one vector: see the
             module's one-vector rule.
+        positions: which token positions are projected, as for :func:`steer`: ``"all"``
+            (the default), ``"generated"`` (only tokens after the prompt) or a ``slice`` of
+            absolute positions (index in the token sequence, padding included). The
+            positions stay absolute while generating with the KV cache (a decoding step
+            that sees one token knows where it sits), in ``model.generate``, HF generation
+            on ``model.original_model`` and so :func:`emlens.sample`. Use it to spare an
+            attention sink: SmolLM2's first token carries a residual norm near 25,000, and
+            projecting a mean-difference direction out of it at every layer collapses
+            generation, while ``positions=slice(1, None)`` leaves it alone. With
+            ``at="writes"`` a spared position keeps every write (embedding, attention and
+            MLP outputs) of that position; other positions still read it through
+            attention.
 
     Returns:
         An :class:`InterventionHandle`; the hooks are live until it is removed.
@@ -526,6 +552,9 @@ def ablate(
     n_layers, d_model = model_dims(model)
     if at not in _ABLATE_SITES:
         raise InputError(f"unknown ablation site at={at!r}; use 'resid_post' or 'writes'")
+    positions = _check_positions(positions)
+    tracker = None if positions == "all" else _PositionTracker(model)
+    where = "" if positions == "all" else f", positions={positions!r}"
     if at == "writes":
         layer = None
         if layers is not None:
@@ -535,9 +564,10 @@ def ablate(
                                  f"layer whose vector to use (layers=12), not {list(chosen)}")
             layer = chosen[0]
         vec, _ = one_vector(direction, d_model, layer)
-        hook = _project_hook(unit(vec, "the ablation vector"))
-        handle = InterventionHandle("ablate", "ablate(at='writes')")
-        return _install(handle, model, [(n, hook) for n in _write_hook_names(model, n_layers)])
+        hook = _project_hook(unit(vec, "the ablation vector"), positions, tracker)
+        handle = InterventionHandle("ablate", f"ablate(at='writes'{where})")
+        return _install_tracked(handle, model, tracker,
+                                [(n, hook) for n in _write_hook_names(model, n_layers)])
     if isinstance(direction, Direction):
         check_direction(direction, d_model)
         chosen = model_layers(layers, n_layers, default=direction.layers)
@@ -546,8 +576,9 @@ def ablate(
         vec = check_vector(direction, d_model, "the ablation vector")
         chosen = model_layers(layers, n_layers, default=range(n_layers))
         pairs = [(l, vec) for l in chosen]
-    hooks = [(hook_name(l), _project_hook(unit(v, f"the vector of layer {l}")))
+    hooks = [(hook_name(l), _project_hook(unit(v, f"the vector of layer {l}"), positions,
+                                          tracker))
              for l, v in pairs]
     handle = InterventionHandle("ablate", f"ablate(at='resid_post', layers="
-                                          f"{','.join(str(l) for l in chosen)})")
-    return _install(handle, model, hooks)
+                                          f"{','.join(str(l) for l in chosen)}{where})")
+    return _install_tracked(handle, model, tracker, hooks)

@@ -1,11 +1,11 @@
 """Load base models and emergent-misalignment finetunes into TransformerLens.
 
-:func:`load_model` takes an HF hub id, a local HF directory or a transformers model
-object, applies PEFT LoRA adapters (merged or live), and returns a TransformerLens
-``TransformerBridge`` with the raw HF numerics: no LayerNorm folding, no weight
-centering, so that a residual-stream vector means the same thing here as in HF, vLLM
-and the files other teams publish. Where the weights came from is recorded on the model
-as ``model.emlens_provenance``.
+:func:`load_model` takes an HF hub id, a local HF directory, a transformers model
+object or a llama.cpp GGUF file (converted once by :func:`gguf_to_hf`), applies PEFT
+LoRA adapters (merged or live), and returns a TransformerLens ``TransformerBridge`` with
+the raw HF numerics: no LayerNorm folding, no weight centering, so that a residual-stream
+vector means the same thing here as in HF, vLLM and the files other teams publish. Where
+the weights came from is recorded on the model as ``model.emlens_provenance``.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from .errors import (
     UnsupportedModelError,
 )
 
-__all__ = ["load_model", "hook_name", "model_dims", "HOOK_SITES"]
+__all__ = ["load_model", "gguf_to_hf", "hook_name", "model_dims", "HOOK_SITES"]
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +192,7 @@ def _resolve(name: str | os.PathLike, revision: str | None, what: str,
         if not path.is_dir():
             raise ModelNotFoundError(
                 f"{what} path {text!r} is a file; pass the directory that holds config.json "
-                f"(or adapter_config.json for an adapter)."
+                f"(or adapter_config.json for an adapter), or a model's *.gguf file."
             )
         return _Source(text, path.resolve())
     if _looks_like_path(text):
@@ -220,10 +220,15 @@ def _adapter_base(adapter: _Source, base_name: str) -> str | Path:
 # --------------------------------------------------------------------------- hashing
 
 
+def _cache_root() -> Path:
+    """emlens' own cache folder: ``$EMLENS_CACHE``, else ``$XDG_CACHE_HOME/emlens``, else
+    ``~/.cache/emlens``. It holds the sha256 memo and the models converted from GGUF files."""
+    return Path(os.environ.get("EMLENS_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "emlens"))
+
+
 def _hash_memo_path() -> Path:
-    root = os.environ.get("EMLENS_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "emlens")
-    return Path(root) / "sha256.json"
+    return _cache_root() / "sha256.json"
 
 
 def _sha256(path: Path, memo: dict[str, str]) -> str:
@@ -243,21 +248,16 @@ def _sha256(path: Path, memo: dict[str, str]) -> str:
     return memo[key]
 
 
-def _digest_files(source: _Source, names: Sequence[str]) -> None:
-    """Fill ``source.files`` with sha256 digests of the weight and config files.
-
-    Digests of local files are memoised on disk by (path, size, mtime), so a 30 GB
-    checkpoint is hashed once, not at every load.
-    """
+def _digests(paths: Sequence[Path]) -> list[str]:
+    """sha256 hex digests of local files, memoised on disk by (path, size, mtime), so a
+    30 GB checkpoint is hashed once, not at every load."""
     memo_path = _hash_memo_path()
     try:
         memo = json.loads(memo_path.read_text())
     except (OSError, ValueError):
         memo = {}
     size = len(memo)
-    files = sorted({p for g in names for p in source.path.glob(g) if p.is_file()})
-    for p in files:
-        source.files[p.name] = "sha256:" + _sha256(p, memo)
+    out = [_sha256(p, memo) for p in paths]
     if len(memo) != size:
         from .io import atomic_write_text
 
@@ -265,6 +265,14 @@ def _digest_files(source: _Source, names: Sequence[str]) -> None:
             atomic_write_text(memo_path, json.dumps(memo))
         except OSError as e:  # a read-only home must not stop a load
             log.debug("could not write the hash memo %s: %s", memo_path, e)
+    return out
+
+
+def _digest_files(source: _Source, names: Sequence[str]) -> None:
+    """Fill ``source.files`` with sha256 digests of the weight and config files."""
+    files = sorted({p for g in names for p in source.path.glob(g) if p.is_file()})
+    for p, digest in zip(files, _digests(files)):
+        source.files[p.name] = "sha256:" + digest
 
 
 # --------------------------------------------------------------------------- checks
@@ -610,6 +618,211 @@ def _check_adapter_base(src: _Source, acfg: dict[str, Any], base: _BaseIdentity,
         log.info("adapter %s names base %r; applied to %s: %s", src.name, named,
                  base.describe(), detail)
     return verdict
+
+
+# --------------------------------------------------------------------------- GGUF
+
+
+def _checkpoint_config(hf: torch.nn.Module) -> Any:
+    """A copy of the model's config, fit for a plain float checkpoint of these weights.
+
+    ``architectures`` names the model's class (a model built with ``from_config`` or loaded
+    from a GGUF file has none, and loaders pick the class by it); a GGUF
+    ``quantization_config`` is dropped, as the weights written are the dequantized floats
+    (transformers would otherwise look for the GGUF file when loading the folder).
+    """
+    config = copy.deepcopy(hf.config)
+    arch = type(hf).__name__
+    if list(getattr(config, "architectures", None) or []) != [arch]:
+        log.info("config.architectures was %r; writing [%r] (the model's class)",
+                 getattr(config, "architectures", None), arch)
+        config.architectures = [arch]
+    quant = getattr(config, "quantization_config", None)
+    if quant is not None:
+        get = quant.get if isinstance(quant, dict) else lambda k, d=None: getattr(quant, k, d)
+        method = get("quant_method")
+        method = str(getattr(method, "value", method)).lower()
+        if method == "gguf":
+            # The flag is not reliable (transformers' older GGUF loader dequantizes every
+            # tensor and leaves dequantize=False): look at the modules themselves.
+            packed = [n for n, m in hf.named_modules() if type(m).__name__.startswith("Gguf")]
+            packed += [n for n, t in hf.named_parameters() if not t.is_floating_point()]
+            if packed:
+                raise UnsupportedModelError(
+                    f"this model was loaded from a GGUF file with its weights kept in packed "
+                    f"GGUF blocks ({packed[0]}, ...), which a float checkpoint cannot hold; "
+                    f"load it with quantization_config=GgufConfig(dequantize=True) first")
+            del config.quantization_config
+            log.info("dropped the GGUF quantization_config: the checkpoint holds the "
+                     "dequantized float weights")
+    return config
+
+
+
+GGUF_INSTALL = 'pip install "emlens[gguf]"'
+
+
+def _gguf_input(model: Any) -> Path | None:
+    """The GGUF file ``model`` names: a ``*.gguf`` file, or a folder that holds exactly one
+    and no ``config.json`` (nor ``adapter_config.json``); None for anything else."""
+    if not isinstance(model, (str, os.PathLike)) or not os.fspath(model):
+        return None
+    path = Path(os.fspath(model)).expanduser()
+    if path.is_file():
+        return path.resolve() if path.suffix.lower() == ".gguf" else None
+    if not path.is_dir() or (path / "config.json").is_file() \
+            or (path / "adapter_config.json").is_file():
+        return None
+    found = sorted(p for p in path.iterdir() if p.suffix.lower() == ".gguf" and p.is_file())
+    if len(found) > 1:
+        names = ", ".join(p.name for p in found[:4]) + (" ..." if len(found) > 4 else "")
+        raise InputError(f"{os.fspath(model)!r} holds {len(found)} GGUF files ({names}); pass "
+                         f"the one to load, e.g. load_model({str(found[0])!r})")
+    return found[0].resolve() if found else None
+
+
+def _require_gguf(file: Path) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("gguf") is None:
+        raise ModelLoadError(f"reading the GGUF file {str(file)!r} needs the package gguf, "
+                             f"which is not installed; install it with `{GGUF_INSTALL}`")
+
+
+def _check_gguf_file(file: Path) -> None:
+    """Refuse a file that is not a whole GGUF file, from its header and tensor table, before
+    transformers dequantizes it: every tensor's data must lie inside the file."""
+    import gguf
+
+    fix = ("it is truncated or corrupt (an interrupted download or copy?): delete it and "
+           "download or copy it again")
+    try:
+        reader = gguf.GGUFReader(str(file))
+        size = file.stat().st_size
+        for t in reader.tensors:
+            if t.data_offset + t.n_bytes > size or t.data.nbytes != t.n_bytes:
+                raise ValueError(f"tensor {t.name} ends past the end of the file")
+    except Exception as e:  # noqa: BLE001 - any failure to parse means a broken file
+        raise ModelLoadError(f"the GGUF file {str(file)!r} could not be read "
+                             f"({type(e).__name__}: {e}); {fix}") from None
+    if not reader.tensors:
+        raise ModelLoadError(f"the GGUF file {str(file)!r} holds no tensors, so no model; "
+                             f"pass a model's GGUF file (a control vector is read with "
+                             f"emlens.Direction.from_gguf)")
+
+
+def _converted(folder: Path) -> bool:
+    return (folder / "config.json").is_file() and any(folder.glob("*.safetensors"))
+
+
+def gguf_to_hf(path: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> Path:
+    """Convert a model's GGUF file (llama.cpp) once into a plain HF folder; return the folder.
+
+    transformers reads the file and dequantizes its weights to float32; they are saved
+    (``config.json``, ``model.safetensors``, the tokenizer built from the file's metadata,
+    ``emlens_gguf.json`` naming the source) into ``<cache_dir>/<sha256 of the file>/``,
+    written under a temporary name and renamed, so an interrupted conversion leaves
+    nothing behind. Later calls on the same file (the same bytes, wherever they lie) return
+    that folder without converting. Needs the package gguf (``pip install "emlens[gguf]"``).
+    :func:`load_model` calls this for a ``.gguf`` path.
+
+    Args:
+        path: a ``*.gguf`` file, or a folder holding exactly one (and no ``config.json``).
+        cache_dir: where converted models are kept; default ``<emlens cache>/gguf``, the
+            emlens cache being ``$EMLENS_CACHE``, else ``~/.cache/emlens``.
+
+    Returns:
+        The HF folder, which ``emlens.load_model`` and ``from_pretrained`` load.
+
+    Raises:
+        ModelLoadError: the package gguf is missing, or the file is truncated, corrupt or
+            of an architecture transformers cannot read from GGUF.
+        InputError: the folder holds several GGUF files, or none.
+
+    Example:
+        >>> folder = emlens.models.gguf_to_hf("SmolLM2-135M-Instruct.Q4_1.gguf")  # doctest: +SKIP
+    """
+    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+        raise InputError(f"path must be a GGUF file or a folder holding one, not {path!r}")
+    if not Path(os.fspath(path)).expanduser().exists():
+        raise ModelNotFoundError(f"GGUF file {os.fspath(path)!r} does not exist; check the path")
+    file = _gguf_input(path)
+    if file is None:
+        raise InputError(f"{os.fspath(path)!r} is not a *.gguf file nor a folder holding one "
+                         f"(a folder with config.json is an HF model: load it directly)")
+    _require_gguf(file)
+    digest = _digests([file])[0]
+    root = Path(os.fspath(cache_dir)).expanduser() if cache_dir is not None \
+        else _cache_root() / "gguf"
+    folder = root / digest
+    if _converted(folder):
+        log.debug("GGUF file %s was converted before: %s", file, folder)
+        return folder
+    _check_gguf_file(file)
+    log.info("converting %s to an HF folder (once; dequantizing to float32) ...", file)
+    _convert_gguf(file, digest, folder)
+    return folder
+
+
+def _convert_gguf(file: Path, digest: str, folder: Path) -> None:
+    import shutil
+    import tempfile
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        src = AutoModelForCausalLM.from_pretrained(file.parent, gguf_file=file.name,
+                                                   dtype=torch.float32)
+        tok = AutoTokenizer.from_pretrained(file.parent, gguf_file=file.name)
+    except ImportError as e:
+        raise ModelLoadError(f"transformers could not read the GGUF file {str(file)!r}: {e}; "
+                             f"install what it needs with `{GGUF_INSTALL}`") from None
+    except Exception as e:  # noqa: BLE001 - transformers raises many kinds here
+        raise ModelLoadError(f"transformers could not load the GGUF file {str(file)!r} "
+                             f"({type(e).__name__}: {e}); the file may be corrupt, or of an "
+                             f"architecture transformers cannot read from GGUF") from None
+    # transformers refuses save_pretrained on a GGUF-loaded model: copy the dequantized
+    # weights into a plain model of the same class, built from the config without its
+    # quantization_config.
+    config = _checkpoint_config(src)
+    config.dtype = "float32"
+    plain = type(src)(config).eval()
+    missing, unexpected = plain.load_state_dict(src.state_dict(), strict=False)
+    tied = bool(getattr(config, "tie_word_embeddings", False))
+    missing = [k for k in missing if not (tied and k == "lm_head.weight")]
+    if missing or unexpected:
+        raise ModelLoadError(f"converting the GGUF file {str(file)!r}: the weights read do "
+                             f"not fit {type(src).__name__} (missing {missing[:4]}, "
+                             f"unexpected {unexpected[:4]})")
+    del src
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+    try:
+        plain.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        (tmp / "emlens_gguf.json").write_text(json.dumps({
+            "gguf_file": str(file), "sha256": digest, "emlens_version": __version__,
+            "transformers_version": _version("transformers"),
+            "gguf_version": _version("gguf")}, indent=1))
+        try:
+            os.replace(tmp, folder)
+        except OSError:
+            if not _converted(folder):  # not another process finishing first
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("converted %s to %s", file, folder)
+
+
+def _gguf_source(file: Path) -> tuple[_Source, dict[str, Any]]:
+    """The converted folder of a GGUF file as the base source, and the GGUF part of its
+    provenance record."""
+    folder = gguf_to_hf(file)
+    digest = _digests([file])[0]
+    return _Source(str(file), folder), {"gguf": {"file": str(file), "sha256": digest},
+                                        "converted": str(folder)}
 
 
 # --------------------------------------------------------------------------- loading
@@ -1063,7 +1276,11 @@ def load_model(
 
     Args:
         model: an HF hub id, a local directory in HF format (safetensors weights; pickle-only
-            checkpoints are refused unread), a transformers model object, or a PEFT model. A
+            checkpoints are refused unread), a transformers model object, or a PEFT model.
+            A llama.cpp ``*.gguf`` file (or a folder holding exactly one and no
+            ``config.json``) is converted once to an HF folder with :func:`gguf_to_hf`
+            (float32, cached by the file's sha256) and loaded from there; the provenance
+            then records the file, its sha256 and the converted folder. A
             directory or hub id holding a PEFT adapter is accepted too: its base model
             (``base_model_name_or_path``; a relative name is looked up beside the adapter
             folder first) is loaded and the adapter applied. A model object is deep-copied
@@ -1130,12 +1347,24 @@ def load_model(
                                                                provenance)
         base = _BaseIdentity.of(None, getattr(model, "name_or_path", "") or "")
     elif isinstance(model, (str, os.PathLike)) and os.fspath(model):
-        base_source = _resolve_base(model, revision, adapter_list, trust_remote_code)
+        gguf_file = _gguf_input(model)
+        gguf_record: dict[str, Any] = {}
+        if gguf_file is not None:
+            if revision is not None:
+                raise InputError(f"revision={revision!r} names a hub revision, but "
+                                 f"{os.fspath(model)!r} is a local GGUF file; drop revision")
+            base_source, gguf_record = _gguf_source(gguf_file)
+        else:
+            base_source = _resolve_base(model, revision, adapter_list, trust_remote_code)
         config = _check_config(base_source, trust_remote_code)
         dtype_t = _resolve_dtype(dtype, device_str, config)
         _digest_files(base_source, ["config.json", "*.safetensors"])
         base = _BaseIdentity.of(base_source)
         provenance["base"] = base_source.record()
+        if gguf_record:  # the GGUF file is the source; the converted folder stands for it
+            provenance["base"]["id"] = gguf_record["gguf"]["file"]
+            provenance["base"]["files"][gguf_file.name] = "sha256:" + gguf_record["gguf"]["sha256"]
+            provenance["base"].update(gguf_record)
         hf_model = _load_hf_model(base_source, config, dtype_t, device_str, trust_remote_code)
         tok_candidates = [base_source.path]
     else:

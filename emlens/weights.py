@@ -40,7 +40,7 @@ from torch import Tensor
 
 from .errors import EmlensError, InputError, UnsupportedModelError
 from .directions import DirectionLike, one_vector
-from .models import model_dims
+from .models import _checkpoint_config, model_dims
 from .vectors import unit
 
 __all__ = ["orthogonalize", "save_model"]
@@ -392,41 +392,6 @@ def _expected_keys(cls: type, config: Any) -> tuple[dict[str, tuple[int, ...]], 
         seen[id(t)] = key
         shapes[key] = tuple(t.shape)
     return shapes, tied
-
-
-def _checkpoint_config(hf: torch.nn.Module) -> Any:
-    """A copy of the model's config, fit for a plain float checkpoint of these weights.
-
-    ``architectures`` names the model's class (a model built with ``from_config`` or loaded
-    from a GGUF file has none, and loaders pick the class by it); a GGUF
-    ``quantization_config`` is dropped, as the weights written are the dequantized floats
-    (transformers would otherwise look for the GGUF file when loading the folder).
-    """
-    config = copy.deepcopy(hf.config)
-    arch = type(hf).__name__
-    if list(getattr(config, "architectures", None) or []) != [arch]:
-        log.info("config.architectures was %r; writing [%r] (the model's class)",
-                 getattr(config, "architectures", None), arch)
-        config.architectures = [arch]
-    quant = getattr(config, "quantization_config", None)
-    if quant is not None:
-        get = quant.get if isinstance(quant, dict) else lambda k, d=None: getattr(quant, k, d)
-        method = get("quant_method")
-        method = str(getattr(method, "value", method)).lower()
-        if method == "gguf":
-            # The flag is not reliable (transformers' older GGUF loader dequantizes every
-            # tensor and leaves dequantize=False): look at the modules themselves.
-            packed = [n for n, m in hf.named_modules() if type(m).__name__.startswith("Gguf")]
-            packed += [n for n, t in hf.named_parameters() if not t.is_floating_point()]
-            if packed:
-                raise UnsupportedModelError(
-                    f"this model was loaded from a GGUF file with its weights kept in packed "
-                    f"GGUF blocks ({packed[0]}, ...), which a float checkpoint cannot hold; "
-                    f"load it with quantization_config=GgufConfig(dequantize=True) first")
-            del config.quantization_config
-            log.info("dropped the GGUF quantization_config: the checkpoint holds the "
-                     "dequantized float weights")
-    return config
 
 
 def save_model(model: Any, path: str | os.PathLike, *, overwrite: bool = False) -> Path:

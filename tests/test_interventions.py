@@ -262,6 +262,117 @@ def test_ablate_writes_removes_direction_from_the_whole_stream(arch, lens, tiny_
     assert_close(again, logits, atol=1e-6, what="logits after the hooks were removed")
 
 
+def _project_at_positions(unit: torch.Tensor, keep) -> callable:
+    """A forward hook on an HF module projecting ``unit`` out of its output at the positions
+    ``keep(n)`` marks (absolute positions of the whole sequence: the reference runs
+    without a KV cache)."""
+
+    def hook(module, args, out):
+        h = out[0] if isinstance(out, tuple) else out
+        mask = torch.tensor(keep(h.shape[1]), dtype=h.dtype)
+        h = h - (mask[None, :] * (h @ unit))[..., None] * unit
+        return (h, *out[1:]) if isinstance(out, tuple) else h
+
+    return hook
+
+
+def _hf_ablation_hooks(hf, unit: torch.Tensor, at: str, keep) -> list:
+    """Install the plain-PyTorch ablation at the given positions; returns the handles.
+
+    ``resid_post``: the output of decoder layer 1. ``writes`` (Qwen2, no post-norms): the
+    token embedding, and each layer's attention and MLP outputs.
+    """
+    hook = _project_at_positions(unit, keep)
+    layers = decoder_layers(hf)
+    if at == "resid_post":
+        modules = [layers[1]]
+    else:
+        modules = [hf.get_input_embeddings()]
+        for layer in layers:
+            modules += [layer.self_attn, layer.mlp]
+    return [m.register_forward_hook(hook) for m in modules]
+
+
+def _keep(positions, prompt: int):
+    def keep(n):
+        if positions == "generated":
+            return [int(i >= prompt) for i in range(n)]
+        return [int(i in range(n)[positions]) for i in range(n)]
+    return keep
+
+
+def _ablate_call(model, d, at: str, positions):
+    if at == "resid_post":
+        return ablate(model, d, layers=1, positions=positions)
+    return ablate(model, d.at(1), at="writes", positions=positions)
+
+
+@pytest.mark.agnostic
+@pytest.mark.parametrize("at", ["resid_post", "writes"])
+@pytest.mark.parametrize("positions", [slice(1, None), slice(2, 9, 3)], ids=["from-1", "strided"])
+def test_ablate_positions_equal_hand_projection(at, positions, lens, tiny_dir):
+    """Only the chosen positions are projected, as a hooked HF forward that projects them
+    by hand computes; the spared positions keep their component."""
+    model = lens("qwen2")
+    n_layers, _ = model_dims(model)
+    d = _direction(model, seed=11, scale=3.0)
+    ids = _ids(tiny_dir, "qwen2")
+    unit = d.vector(1) / d.vector(1).norm()
+    hf = _hf(tiny_dir("qwen2"))
+    handles = _hf_ablation_hooks(hf, unit, at, _keep(positions, ids.shape[1]))
+    try:
+        ref_logits, ref_blocks, _ = hf_forward(hf, ids)
+    finally:
+        for h in handles:
+            h.remove()
+    names = [hook_name(l) for l in range(n_layers)]
+    with torch.no_grad():
+        with _ablate_call(model, d, at, positions):
+            logits, cache = model.run_with_cache(ids, names_filter=lambda n: n in names)
+        with _ablate_call(model, d, at, "all"):
+            everywhere = model(ids)
+    assert_close(logits, ref_logits, atol=1e-4, what=f"logits ({at}, {positions})")
+    for layer in range(n_layers):
+        assert_close(cache[hook_name(layer)], ref_blocks[layer], atol=1e-4,
+                     what=f"resid_post of layer {layer} ({at}, {positions})")
+    kept = [i for i in range(ids.shape[1]) if i not in range(ids.shape[1])[positions]]
+    spared = cache[hook_name(1)][:, kept]
+    projected = cache[hook_name(1)][:, range(ids.shape[1])[positions]]
+    assert _projection(projected, unit) < 1e-5
+    assert _projection(spared, unit) > 1e-3  # position 0 (the sink) keeps its component
+    assert (logits - everywhere).abs().max() > 1e-4  # sparing positions changed something
+
+
+@pytest.mark.agnostic
+@pytest.mark.parametrize("at", ["resid_post", "writes"])
+@pytest.mark.parametrize("mode", ["from-1", "across-the-prompt-end", "generated"])
+def test_ablated_generation_uses_absolute_positions(at, mode, lens, tiny_dir):
+    """While generating token by token (KV cache: one position per step) the positions
+    stay absolute: the generations equal a greedy loop without a cache that projects the
+    same absolute positions of the whole sequence by hand."""
+    model = lens("qwen2")
+    d = _direction(model, seed=12, scale=3.0)
+    ids = _ids(tiny_dir, "qwen2")
+    prompt, steps = ids.shape[1], 6
+    positions = {"from-1": slice(1, None), "across-the-prompt-end": slice(prompt - 2, prompt + 3),
+                 "generated": "generated"}[mode]
+    unit = d.vector(1) / d.vector(1).norm()
+    hf = _hf(tiny_dir("qwen2"))
+    handles = _hf_ablation_hooks(hf, unit, at, _keep(positions, prompt))
+    try:
+        reference = _hf_greedy(hf, ids, steps, {})
+    finally:
+        for h in handles:
+            h.remove()
+    with _ablate_call(model, d, at, positions):
+        runs = {"tl+cache": _generate(model, ids, steps, cache=True),
+                "tl": _generate(model, ids, steps, cache=False)}
+        if TL_MAJOR >= 4:  # HF generate on the wrapped model (what emlens.sample uses)
+            runs["hf+cache"] = _generate(model, ids, steps, cache=True, via="hf")
+    for name, out in runs.items():
+        assert torch.equal(out, reference), f"{name} ({at}, {mode})"
+
+
 # --------------------------------------------------------------------------- handles
 
 
@@ -356,6 +467,11 @@ def test_bad_input_raises_input_error(lens):
         (lambda: ablate(model, d, at="writes"), "d.at\\(layer\\)"),
         (lambda: ablate(model, d, layers=[0, 1], at="writes"), "one layer"),
         (lambda: ablate(model, torch.ones(3, d_model)), "d_model"),
+        (lambda: ablate(model, d, positions="prompt"), "unknown positions"),
+        (lambda: ablate(model, d, positions=slice(-1, None)), "negative"),
+        (lambda: ablate(model, d, positions=slice(1, None, 0)), "step"),
+        (lambda: ablate(model, d.at(1), at="writes", positions=1), "positions must be"),
+        (lambda: ablate(model, d, positions=[1, 2]), "positions must be"),
         (lambda: orthogonalize(model, d), "d.at\\(layer\\)"),
         (lambda: orthogonalize(model, torch.zeros(d_model)), "zero norm"),
     ]
