@@ -258,6 +258,7 @@ class _PositionTracker:
     def __init__(self, model: Any):
         self.offset: int | None = None
         self.prompt_len: int | None = None
+        self.pad: Tensor | None = None  # per row: left-padding tokens before its first real one
         self._prev: Tensor | None = None
         self.model = model
 
@@ -303,22 +304,38 @@ class _PositionTracker:
                     and torch.equal(x[:, :prev.shape[1]], prev))
             if not cont:
                 self.prompt_len = int(x.shape[1]) if x is not None and x.ndim >= 2 else None
+                self.pad = _left_padding(mask, x)
             self._prev = x.detach() if x is not None else None
         self.offset = offset
 
     def _post(self, module: Any, args: tuple, output: Any) -> None:
         self.offset = None
 
-    def positions(self, n: int, device: torch.device) -> tuple[Tensor, int]:
-        """Absolute positions of ``n`` activations of the current pass, and the prompt length."""
+    def positions(self, n: int, device: torch.device) -> tuple[Tensor, Tensor, int]:
+        """Of ``n`` activations of the current pass: their positions counted from each
+        sequence's first real token (``[n]``, or ``[batch, n]`` under left padding; padding
+        is negative), their indices in the padded input (``[n]``), and the prompt length."""
         if self.offset is None:  # not inside a pass we saw: a plain forward of n tokens
-            offset, prompt_len = 0, n
+            offset, prompt_len, pad = 0, n, None
         else:
-            offset = self.offset
+            offset, pad = self.offset, self.pad
             if self.prompt_len is None:
                 self.prompt_len = n + offset
             prompt_len = self.prompt_len
-        return torch.arange(offset, offset + n, device=device), prompt_len
+        index = torch.arange(offset, offset + n, device=device)
+        if pad is None:
+            return index, index, prompt_len
+        return index[None, :] - pad.to(device)[:, None], index, prompt_len
+
+
+def _left_padding(mask: Any, x: Any) -> Tensor | None:
+    """Per row, the padding tokens before the first real one, from a prompt pass's 2-D
+    attention mask (left-padded batches, as ``generate`` takes them); None without padding."""
+    if not (isinstance(mask, Tensor) and isinstance(x, Tensor) and mask.ndim == 2
+            and x.ndim >= 2 and mask.shape[:2] == x.shape[:2]):
+        return None
+    pad = ((mask != 0).long().cumsum(-1) == 0).sum(-1)
+    return pad.cpu() if bool(pad.any()) else None
 
 
 class _ForwardWatch:
@@ -367,9 +384,9 @@ class _ForwardWatch:
 
 def _position_mask(positions: Positions, tracker: _PositionTracker, n: int,
                    device: torch.device) -> Tensor:
-    pos, prompt_len = tracker.positions(n, device)
+    pos, index, prompt_len = tracker.positions(n, device)
     if positions == "generated":
-        return pos >= prompt_len
+        return index >= prompt_len  # the prompt is padded to one width: same for every row
     assert isinstance(positions, slice)
     start = positions.start or 0
     mask = pos >= start
@@ -432,8 +449,9 @@ def steer(
             raises :class:`InputError`.
         positions: ``"all"`` (prompt and generated tokens, the papers' convention),
             ``"generated"`` (only tokens after the prompt of the sequence: nothing in a
-            plain forward pass), or a ``slice`` of absolute token positions (index in the
-            token sequence, padding included).
+            plain forward pass), or a ``slice`` of token positions in the sequence,
+            counted from its first real token (left padding in a batch is not counted;
+            see :func:`ablate`).
 
     Returns:
         An :class:`InterventionHandle`; the hooks are live until it is removed.
@@ -462,7 +480,7 @@ def steer(
                 if tracker is None:
                     return x + v
                 mask = _position_mask(positions, tracker, x.shape[1], x.device)
-                return x + mask.to(x.dtype)[:, None] * v
+                return x + mask.to(x.dtype)[..., None] * v
 
             return _map_act(act, add)
 
@@ -531,8 +549,10 @@ def ablate(
             module's one-vector rule.
         positions: which token positions are projected, as for :func:`steer`: ``"all"``
             (the default), ``"generated"`` (only tokens after the prompt) or a ``slice`` of
-            absolute positions (index in the token sequence, padding included). The
-            positions stay absolute while generating with the KV cache (a decoding step
+            positions in the sequence, counted from its first real token: in a left-padded
+            batch (``generate`` with an attention mask, as :func:`emlens.sample` runs it)
+            the padding is not counted, so ``slice(1, None)`` spares every row's first
+            token whatever its padding. The positions stay absolute while generating with the KV cache (a decoding step
             that sees one token knows where it sits), in ``model.generate``, HF generation
             on ``model.original_model`` and so :func:`emlens.sample`. Use it to spare an
             attention sink: SmolLM2's first token carries a residual norm near 25,000, and

@@ -752,3 +752,31 @@ def test_negative_layers_and_numpy_arguments_follow_one_rule(lens):
     b = emlens.collect_means(model, records, layers=[n_layers - 1, 0])
     assert a.layers == b.layers == (n_layers - 1, 0)
     assert torch.equal(a.means, b.means)
+
+
+@pytest.mark.parametrize("at", ["resid_post", "writes"])
+def test_positions_count_from_each_rows_first_token_in_a_left_padded_batch(at, tiny_dir):
+    """A left-padded batch (as generate and emlens.sample run it): a positions slice counts
+    from each row's first real token, so a padded row gets the logits it gets alone; and
+    batched sampling equals sampling each prompt alone (the batch-size invariance)."""
+    model = emlens.load_model(tiny_dir("qwen2"), device="cpu")
+    d = _direction(model, seed=21, scale=3.0)
+    hf = model.original_model
+    short, long = [5, 9, 13], [7, 3, 11, 2, 8, 4, 6]
+    pad = len(long) - len(short)
+    batch = torch.tensor([[0] * pad + short, long])
+    mask = torch.tensor([[0] * pad + [1] * len(short), [1] * len(long)])
+    pos_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+    with torch.no_grad(), _ablate_call(model, d, at, slice(1, None)):
+        padded = hf(input_ids=batch, attention_mask=mask, position_ids=pos_ids).logits
+        alone = hf(input_ids=torch.tensor([short])).logits
+    with torch.no_grad(), _ablate_call(model, d, at, "all"):
+        everywhere = hf(input_ids=torch.tensor([short])).logits
+    assert_close(padded[0, pad:], alone[0], atol=1e-4, what=f"padded row ({at})")
+    assert (alone - everywhere).abs().max() > 1e-3  # sparing the first token matters here
+    qs = ["hi", "tell me a long story about the sea and the ships on it", "why"]
+    kw = dict(n=1, temperature=0, max_new_tokens=6, progress=False)
+    with _ablate_call(model, d, at, slice(1, None)):
+        batched = [r["answer"] for r in emlens.sample(model, qs, batch_size=3, **kw)]
+        one_by_one = [r["answer"] for r in emlens.sample(model, qs, batch_size=1, **kw)]
+    assert batched == one_by_one
