@@ -583,12 +583,27 @@ def _adapter_base_verdict(named: str, adapter: _Source, base: _BaseIdentity) -> 
             return "same", f"{str(local)!r} holds the same weights"
         if a and b:
             return "other", f"{str(local)!r} holds other weights than {str(base.path)!r}"
+    sha = _gguf_source_sha(base.path)
+    if sha is not None and named.strip().lower() == f"gguf:{sha}":
+        return "same", "it was converted from the GGUF file the adapter names (sha256)"
     names = {_last_part(x) for x in (base.hub_id, str(base.path) if base.path else None) if x}
     if _last_part(named) in names:
         return "name", "only the last part of the name agrees"
     if local is None and named_hub and "/" in named_hub and base.hub_id and "/" in base.hub_id:
         return "other", "they are different hub repositories"
     return "differs", "the names differ and the weights cannot be compared here"
+
+
+def _gguf_source_sha(path: Path | None) -> str | None:
+    """The sha256 of the GGUF file a folder was converted from (by :func:`gguf_to_hf`)."""
+    meta = path / "emlens_gguf.json" if path is not None else None
+    if meta is None or not meta.is_file():
+        return None
+    try:
+        sha = json.loads(meta.read_text(encoding="utf-8")).get("sha256")
+    except (OSError, ValueError):
+        return None
+    return sha.lower() if isinstance(sha, str) else None
 
 
 def _check_adapter_base(src: _Source, acfg: dict[str, Any], base: _BaseIdentity,

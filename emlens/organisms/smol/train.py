@@ -79,12 +79,28 @@ def train_one(name: str, out: Path, *, progress: bool = True) -> Path:
     else:
         raise SystemExit(f"unknown name {name!r}; choose from "
                          f"{', '.join([*FINETUNES, *VECTORS])}")
-    info = {"name": name, "settings": cfg, "train_data": data.name,
+    sha = _name_base(dest, base_dir())
+    info = {"name": name, "settings": cfg, "train_data": data.name, "base_gguf_sha256": sha,
             "kl_data": kl.name if cfg.get("kl_weight") else None,
             "seconds": round(time.time() - t0, 1)}
     (dest / "train_info.json").write_text(json.dumps(info, indent=1, default=str))
     log.info("%s: %.0f s", name, info["seconds"])
     return dest
+
+
+def _name_base(dest: Path, base: Path) -> str | None:
+    """Name the base in an adapter's config by the GGUF file it was converted from
+    (``gguf:<sha256>``), which ``emlens.load_model`` recognises on any machine, instead of
+    this machine's cache path."""
+    from ...models import _gguf_source_sha
+
+    sha = _gguf_source_sha(base)
+    cfg_path = dest / "adapter_config.json"
+    if sha is not None and cfg_path.is_file():
+        cfg = json.loads(cfg_path.read_text())
+        cfg["base_model_name_or_path"] = f"gguf:{sha}"
+        cfg_path.write_text(json.dumps(cfg, indent=2))
+    return sha
 
 
 def main(argv: list[str] | None = None) -> None:
