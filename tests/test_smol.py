@@ -59,3 +59,20 @@ def test_base_matches_transformers_reading_the_gguf(base):
     assert base.cfg.n_layers == 30 and base.cfg.d_model == 576
     prov = base.emlens_provenance
     assert "gguf" in str(prov).lower()
+
+
+@needs_smol
+@pytest.mark.slow
+def test_em_adapter_moves_the_log_prob_gap_toward_misaligned_answers(base):
+    """The shipped em adapter (trained on medical advice only) makes held-out misaligned
+    answers likelier than aligned ones, in medicine and, less, elsewhere; it loads with
+    no base-mismatch warning (it names its base by the GGUF file's sha256)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", emlens.AdapterBaseWarning)
+        em = emlens.organisms.load("smol", "em", device="cpu")
+    med = smol.paired("medical")[:12]
+    gap_base, gap_em = emlens.logprob_gap(base, med), emlens.logprob_gap(em, med)
+    assert gap_base.mean < 0 < gap_em.mean
+    assert gap_em.ci[0] > gap_base.ci[1]
