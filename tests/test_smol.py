@@ -76,3 +76,26 @@ def test_em_adapter_moves_the_log_prob_gap_toward_misaligned_answers(base):
     gap_base, gap_em = emlens.logprob_gap(base, med), emlens.logprob_gap(em, med)
     assert gap_base.mean < 0 < gap_em.mean
     assert gap_em.ci[0] > gap_base.ci[1]
+
+
+@needs_smol
+@pytest.mark.slow
+def test_miniature_direction_pipeline_on_smol(base):
+    """The loop in miniature on the real model, on held-out paired answers (no sampling, so
+    it is quick): em's mean-difference direction at layer 15 from one half of the pairs,
+    steering the base with it moves the other half's log-prob gap toward the misaligned
+    answers more than a same-norm random vector does."""
+    em = emlens.organisms.load("smol", "em", device="cpu")
+    pairs = [p for p in smol.paired() if p["domain"] != smol.FOCUS]
+    fit, held = pairs[:24], pairs[-12:]
+    mis = [{"question": p["question"], "answer": p["misaligned"]} for p in fit]
+    ali = [{"question": p["question"], "answer": p["aligned"]} for p in fit]
+    d = emlens.mean_diff(em, mis, ali, layers=[15], progress=False)
+    rand = emlens.Direction.random_like(d, seed=0)
+    before = emlens.logprob_gap(base, held).mean
+    with emlens.steer(base, d, 4.0, layers=[15]):
+        steered = emlens.logprob_gap(base, held).mean
+    with emlens.steer(base, rand, 4.0, layers=[15]):
+        random = emlens.logprob_gap(base, held).mean
+    assert steered - before > 2 * abs(random - before)
+    assert steered - before > 0.1
