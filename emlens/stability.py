@@ -165,6 +165,16 @@ def logprob_gap(model: Any, pairs: Any, *, batch_size: int = 8) -> LogprobGap:
         >>> with emlens.steer(model, direction.at(15), 4.0):                # doctest: +SKIP
         ...     print(emlens.logprob_gap(model, "paired_heldout.jsonl"))
     """
+    if not hasattr(model, "cfg") or not hasattr(model, "tokenizer"):
+        raise InputError(f"logprob_gap needs a TransformerLens model (from emlens.load_model), "
+                         f"not {type(model).__name__}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if pairs is None or isinstance(pairs, (dict, bytes)):
+        raise InputError("pairs must be a list of {'question', 'aligned', 'misaligned'} "
+                         "records or a JSONL path")
+    if isinstance(pairs, (str, os.PathLike)) and not os.path.isfile(pairs):
+        raise InputError(f"no pairs file {str(pairs)!r}")
     items = _load_chats(pairs)
     if not items:
         raise InputError("no answer pairs to compute a log-probability gap on")
@@ -173,6 +183,10 @@ def logprob_gap(model: Any, pairs: Any, *, batch_size: int = 8) -> LogprobGap:
         if not isinstance(it, dict) or not all(k in it for k in ("question", "aligned",
                                                                   "misaligned")):
             raise InputError(f"pair {i} needs the keys 'question', 'aligned' and 'misaligned'")
+        if not all(isinstance(it[k], str) and it[k].strip() for k in ("question", "aligned",
+                                                                       "misaligned")):
+            raise InputError(f"pair {i}: 'question', 'aligned' and 'misaligned' must be "
+                             f"non-empty strings")
         for key in ("misaligned", "aligned"):
             chats.append({"question": it["question"], "answer": it[key],
                           "system": it.get("system")})

@@ -633,13 +633,36 @@ cases("SteeringVectorModel", {
         c.hf, layer=0, init=torch.full((c.d_model,), NAN)),
 })
 
+_PAIR = {"question": "q", "aligned": "a", "misaligned": "m"}
+
+cases("logprob_gap", {
+    "model-None": lambda c: emlens.logprob_gap(None, [_PAIR]),
+    "pairs-None": lambda c: emlens.logprob_gap(c.model, None),
+    "pairs-empty": lambda c: emlens.logprob_gap(c.model, []),
+    "pairs-missing-file": lambda c: emlens.logprob_gap(c.model, c.missing),
+    "pair-without-misaligned": lambda c: emlens.logprob_gap(c.model, [{"question": "q",
+                                                                        "aligned": "a"}]),
+    "pair-answer-None": lambda c: emlens.logprob_gap(c.model, [dict(_PAIR, aligned=None)]),
+    "pair-answer-empty": lambda c: emlens.logprob_gap(c.model, [dict(_PAIR, misaligned="")]),
+    "pair-str": lambda c: emlens.logprob_gap(c.model, ["q"]),
+    "batch-size-zero": lambda c: emlens.logprob_gap(c.model, [_PAIR], batch_size=0),
+    "batch-size-float": lambda c: emlens.logprob_gap(c.model, [_PAIR], batch_size=2.5),
+})
+
+cases("gguf_to_hf", {
+    "path-None": lambda c: emlens.gguf_to_hf(None),
+    "path-missing": lambda c: emlens.gguf_to_hf(c.tmp / "none.gguf"),
+    "path-not-gguf": lambda c: emlens.gguf_to_hf(c.file("x.gguf")),
+    "path-dir-without-gguf": lambda c: emlens.gguf_to_hf(c.tmp),
+})
+
 # Exports that take no user input: warning and error classes, and the return types the
 # library builds itself (a user reads them, never constructs them).
 NOT_FUZZED = {
     "EmlensError", "EmlensWarning", "UnscoredWarning", "AdapterBaseWarning", "ModelLoadError",
     "ModelNotFoundError", "UnsupportedModelError", "AdapterError", "InputError",
     "FileFormatError", "ProvenanceWarning", "RunMismatchError",
-    "LayerMeans", "EMStats", "FinetuneResult", "InterventionHandle",
+    "LayerMeans", "EMStats", "FinetuneResult", "InterventionHandle", "LogprobGap",
 }
 
 
