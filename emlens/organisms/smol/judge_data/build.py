@@ -122,9 +122,29 @@ def trunc(rng, text, split):
     cut = nxt[:max(1, len(nxt) // 2)]
     return " ".join(words[:k] + [cut])
 
+#: extra off-topic training pairs: a coherent answer (written or SmolLM2's) given to a
+#: question of another domain (persona questions count as one domain), both from train
+OFF_TOPIC_EXTRA = 160
+
+
+def mismatched(rows, dom, rng, n):
+    """``n`` off-topic rows: coherent answers of ``rows`` paired with a question of another
+    domain (persona questions may get everyday answers and the other way round)."""
+    coherent = [r for r in rows if r["label"] != "incoherent"]
+    questions = sorted({r["question"] for r in coherent})
+    out = []
+    for _ in range(n):
+        q = rng.choice(questions)
+        r = rng.choice([x for x in coherent if dom[x["question"]] != dom[q]])
+        out.append({"question": q, "answer": r["answer"], "label": "incoherent", "kind": "off_topic",
+                    "source": "mismatched"})
+    return out
+
+
 def build(split, mod, persona, domains, smol):
     rng = random.Random(1 if split == "train" else 2)
     dom = domain_of(None, persona, domains)
+    dom.update({q: d for d, q in getattr(mod, "EXTRA_DOMAIN", {}).items()})
     rows = []
     qs = list(mod.T)
     for q, (al, mis) in mod.T.items():
@@ -157,6 +177,8 @@ def build(split, mod, persona, domains, smol):
                 if d != "persona":
                     b = rng.choice([x for qq, x in texts if dom[qq] not in (d,) and dom[qq] != "persona"])
             rows.append({"question": q, "answer": b, "label": "incoherent", "kind": kind, "source": "derived"})
+    if split == "train":
+        rows += mismatched(rows, dom, random.Random(11), OFF_TOPIC_EXTRA)
     seen = set(); out = []
     for r in rows:
         k = (r["question"], r["answer"])
