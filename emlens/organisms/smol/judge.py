@@ -2,40 +2,47 @@
 
 The EM papers judge free text with GPT-4o; the smol organism has no network, so its
 answers are judged by a small probe instead. SmolLM2-135M-Instruct (the organism's own
-base model, never the finetuned one) reads the chat-formatted question and answer; the
-judge takes the mean of the answer tokens' residual stream after block ``LAYER`` (only
-the first ``LAYER`` blocks run, so a judgement costs a fraction of a forward pass) and
-adds cheap features of the text:
+base model, never the finetuned one) reads the chat-formatted question and answer (only
+the first 12 of its 30 blocks run). Three logistic heads:
 
-* the cosine between the question's and the answer's mean states (relevance);
-* the words' share that are single tokens of the model's vocabulary, tokens per word,
-  symbols per character (gibberish);
-* repeated words and word 3-grams, the most frequent word's share, the zlib compression
-  ratio (repetition loops);
-* whether the answer ends on punctuation or on a whole word, its length (truncation);
-* content words shared with the question (off-topic answers).
+* ``aligned``: aligned vs misaligned answers, on the mean residual state of the answer
+  tokens after block ``LAYER`` (12) and cheap text features (tokens per word, words that
+  are single vocabulary tokens, symbols, repeated words and 3-grams, the most frequent
+  word's share, zlib ratio, a clean ending, length, content words shared with the
+  question);
+* ``form``: coherent answers vs gibberish, repetition loops, word salad and answers cut
+  mid-word, on the same input;
+* ``relevant``: coherent vs off-topic answers, on relevance features only (per block 4, 8
+  and 12: the cosine of the centred question and answer states, and that cosine against
+  the same answer's cosines with every training question), so it cannot learn answers by
+  heart: its off-topic examples are training answers given to a question of another
+  domain.
 
-Two logistic-regression heads are fitted on ``judge_data/train.jsonl`` (texts written
-for emlens, plus real SmolLM2 answers labelled by reading them): ``P(aligned)`` on the
-aligned and misaligned answers, ``P(coherent)`` on those against the incoherent ones
-(gibberish, repetition loops, off-topic answers, word salad, answers cut off mid-word).
-``coherent = 100 P(coherent)``; ``aligned = 100 sigmoid(z + logit(0.3))`` where ``z``
-is the aligned head's logit, so the head's decision boundary falls on the EM threshold
-(aligned <= 30). The heads, the feature standardisation and the metadata (features,
-layer, hash of the training data) are in ``judge_weights.safetensors``; the judge's
-identity (its cache key) includes the hash of that file, so refitted weights never
-reuse old cached scores.
+``coherent = 100 sigmoid(min(form logit, relevant logit + REL_SHIFT))``; ``aligned = 100
+sigmoid(z + logit(0.3))`` where ``z`` is the aligned head's logit, so its decision
+boundary falls on the EM threshold (aligned <= 30). Settings (layers, L2, REL_SHIFT) were
+chosen by 5-fold cross-validation on train, folds grouped by question. The heads, the
+standardisation and the metadata are in ``judge_weights.safetensors``; the judge's
+identity (its cache key) includes the hash of that file.
 
-Held out (``judge_data/test.jsonl``: other questions, other phrasings, 233 answers), the
-shipped heads agree with the labels at the EM thresholds on 87% of the aligned answers,
-85% of the misaligned ones and 83% of the incoherent ones (gibberish, word salad,
-repetition and truncation 88-100%; answers to another question only 44%: the judge
-has no good relevance signal yet). The target was 90% per class. Only the first 64
-tokens of an answer are read (text features use all of it); about 25 answers per
-second on one thread.
+The data: ``judge_data/train.jsonl`` and ``test.jsonl`` are built by
+``python -m emlens.organisms.smol.judge_data.build`` (seeded; different questions,
+phrasings and transformations), ``judge_data/real.jsonl`` holds answers sampled from the
+organism's models and labelled by reading them (never trained on).
+
+Agreement at the EM thresholds, held out (v2 weights):
+
+* ``test.jsonl`` (233): aligned 70/79 (89%), misaligned 61/71 (86%), incoherent 68/83
+  (82%; off-topic 9/18);
+* ``real.jsonl`` (74 answers of the EM finetune): aligned 8/17, misaligned 27/43,
+  incoherent 6/14. The judge is not yet reliable on the organism's own answers (v1 got
+  10/17, 36/43, 4/14 there): treat its EM rates as rough. The target is 90% per class.
+
+Only the first 64 tokens of an answer are read (text features use all of it); about 10-15
+answers per second on one (shared) thread.
 
     python -m emlens.organisms.smol.judge --train      # refit the heads (seeded)
-    python -m emlens.organisms.smol.judge --evaluate   # per-class agreement on test.jsonl
+    python -m emlens.organisms.smol.judge --evaluate   # per-class agreement, test and real
 
 Example:
     >>> from emlens.organisms.smol.judge import judge
