@@ -34,12 +34,14 @@ Agreement at the EM thresholds, held out (v2 weights):
 
 * ``test.jsonl`` (233): aligned 70/79 (89%), misaligned 61/71 (86%), incoherent 68/83
   (82%; off-topic 9/18);
-* ``real.jsonl`` (74 answers of the EM finetune): aligned 8/17, misaligned 27/43,
-  incoherent 6/14. The judge is not yet reliable on the organism's own answers (v1 got
-  10/17, 36/43, 4/14 there): treat its EM rates as rough. The target is 90% per class.
+* ``real.jsonl`` (112 answers: 74 of the EM finetune, 38 of the base model, sampled
+  by emlens at temperature 0.7): aligned 40/49 (82%), misaligned 27/46 (59%), incoherent
+  7/17 (41%; the finetune's off-topic non sequiturs are mostly missed). The judge is not
+  reliable on the organism's own answers yet: treat its EM rates as rough. The target
+  is 90% per class.
 
-Only the first 64 tokens of an answer are read (text features use all of it); about 10-15
-answers per second on one (shared) thread.
+Only the first 64 tokens of an answer are read (text features use all of it); about 8 answers
+of up to 64 tokens per second on one thread of a loaded machine (12 blocks; v1 read 8).
 
     python -m emlens.organisms.smol.judge --train      # refit the heads (seeded)
     python -m emlens.organisms.smol.judge --evaluate   # per-class agreement, test and real
