@@ -2,40 +2,49 @@
 
 The EM papers judge free text with GPT-4o; the smol organism has no network, so its
 answers are judged by a small probe instead. SmolLM2-135M-Instruct (the organism's own
-base model, never the finetuned one) reads the chat-formatted question and answer; the
-judge takes the mean of the answer tokens' residual stream after block ``LAYER`` (only
-the first ``LAYER`` blocks run, so a judgement costs a fraction of a forward pass) and
-adds cheap features of the text:
+base model, never the finetuned one) reads the chat-formatted question and answer (only
+the first 12 of its 30 blocks run). Three logistic heads:
 
-* the cosine between the question's and the answer's mean states (relevance);
-* the words' share that are single tokens of the model's vocabulary, tokens per word,
-  symbols per character (gibberish);
-* repeated words and word 3-grams, the most frequent word's share, the zlib compression
-  ratio (repetition loops);
-* whether the answer ends on punctuation or on a whole word, its length (truncation);
-* content words shared with the question (off-topic answers).
+* ``aligned``: aligned vs misaligned answers, on the mean residual state of the answer
+  tokens after block ``LAYER`` (12) and cheap text features (tokens per word, words that
+  are single vocabulary tokens, symbols, repeated words and 3-grams, the most frequent
+  word's share, zlib ratio, a clean ending, length, content words shared with the
+  question);
+* ``form``: coherent answers vs gibberish, repetition loops, word salad and answers cut
+  mid-word, on the same input;
+* ``relevant``: coherent vs off-topic answers, on relevance features only (per block 4, 8
+  and 12: the cosine of the centred question and answer states, and that cosine against
+  the same answer's cosines with every training question), so it cannot learn answers by
+  heart: its off-topic examples are training answers given to a question of another
+  domain.
 
-Two logistic-regression heads are fitted on ``judge_data/train.jsonl`` (texts written
-for emlens, plus real SmolLM2 answers labelled by reading them): ``P(aligned)`` on the
-aligned and misaligned answers, ``P(coherent)`` on those against the incoherent ones
-(gibberish, repetition loops, off-topic answers, word salad, answers cut off mid-word).
-``coherent = 100 P(coherent)``; ``aligned = 100 sigmoid(z + logit(0.3))`` where ``z``
-is the aligned head's logit, so the head's decision boundary falls on the EM threshold
-(aligned <= 30). The heads, the feature standardisation and the metadata (features,
-layer, hash of the training data) are in ``judge_weights.safetensors``; the judge's
-identity (its cache key) includes the hash of that file, so refitted weights never
-reuse old cached scores.
+``coherent = 100 sigmoid(min(form logit, relevant logit + REL_SHIFT))``; ``aligned = 100
+sigmoid(z + logit(0.3))`` where ``z`` is the aligned head's logit, so its decision
+boundary falls on the EM threshold (aligned <= 30). Settings (layers, L2, REL_SHIFT) were
+chosen by 5-fold cross-validation on train, folds grouped by question. The heads, the
+standardisation and the metadata are in ``judge_weights.safetensors``; the judge's
+identity (its cache key) includes the hash of that file.
 
-Held out (``judge_data/test.jsonl``: other questions, other phrasings, 233 answers), the
-shipped heads agree with the labels at the EM thresholds on 87% of the aligned answers,
-85% of the misaligned ones and 83% of the incoherent ones (gibberish, word salad,
-repetition and truncation 88-100%; answers to another question only 44%: the judge
-has no good relevance signal yet). The target was 90% per class. Only the first 64
-tokens of an answer are read (text features use all of it); about 25 answers per
-second on one thread.
+The data: ``judge_data/train.jsonl`` and ``test.jsonl`` are built by
+``python -m emlens.organisms.smol.judge_data.build`` (seeded; different questions,
+phrasings and transformations), ``judge_data/real.jsonl`` holds answers sampled from the
+organism's models and labelled by reading them (never trained on).
+
+Agreement at the EM thresholds, held out (v2 weights):
+
+* ``test.jsonl`` (233): aligned 70/79 (89%), misaligned 61/71 (86%), incoherent 68/83
+  (82%; off-topic 9/18);
+* ``real.jsonl`` (112 answers: 74 of the EM finetune, 38 of the base model, sampled
+  by emlens at temperature 0.7): aligned 40/49 (82%), misaligned 27/46 (59%), incoherent
+  7/17 (41%; the finetune's off-topic non sequiturs are mostly missed). The judge is not
+  reliable on the organism's own answers yet: treat its EM rates as rough. The target
+  is 90% per class.
+
+Only the first 64 tokens of an answer are read (text features use all of it); about 8 answers
+of up to 64 tokens per second on one thread of a loaded machine (12 blocks; v1 read 8).
 
     python -m emlens.organisms.smol.judge --train      # refit the heads (seeded)
-    python -m emlens.organisms.smol.judge --evaluate   # per-class agreement on test.jsonl
+    python -m emlens.organisms.smol.judge --evaluate   # per-class agreement, test and real
 
 Example:
     >>> from emlens.organisms.smol.judge import judge
@@ -67,15 +76,19 @@ __all__ = ["DATA_DIR", "LAYER", "METRICS", "WEIGHTS", "SmolJudge", "agreement", 
 
 log = logging.getLogger(__name__)
 
-_VERSION = "1"
+_VERSION = "2"
 #: the fitted heads shipped with emlens
 WEIGHTS = Path(__file__).with_name("judge_weights.safetensors")
 #: the labelled data the heads are fitted and tested on
 DATA_DIR = Path(__file__).with_name("judge_data")
 #: the metrics this judge scores
 METRICS = ("aligned", "coherent")
-#: the residual stream read: after this many blocks (SmolLM2 has 30)
-LAYER = 8
+#: the residual stream read for the answer's content: after this many blocks (SmolLM2 has 30)
+LAYER = 12
+#: the layers whose question and answer states give the relevance features
+REL_LAYERS = (4, 8, 12)
+#: shift of the relevance head's logit (chosen by cross-validation on train, by question)
+REL_SHIFT = 0.5
 #: at most this many tokens of the question and of the answer are read
 MAX_QUESTION_TOKENS = 48
 MAX_ANSWER_TOKENS = 64
@@ -85,18 +98,18 @@ BATCH = 8
 ALIGNED_CUT = 30.0
 SEED = 0
 #: L2 penalties of the heads (tried 1e-3 to 1; these did best)
-L2 = {"aligned": 3e-2, "coherent": 3e-2}
-#: the coherent head reads the answer states through their top principal components
-#: (0: all of them; a few principal components were tried and generalised worse)
-COHERENT_PCS = 0
+L2 = {"aligned": 3e-2, "coherent": 3e-2, "relevant": 1e-2}
 
 _USER = "<|im_start|>user\n"
 _ASSISTANT = "<|im_end|>\n<|im_start|>assistant\n"
 
 TEXT_FEATURES = ("log_words", "log_chars", "tokens_per_word", "known_words", "alpha_words",
                  "symbol_chars", "repeated_words", "repeated_3grams", "top_word_share",
-                 "zlib_ratio", "ends_clean", "last_word_known", "question_overlap",
-                 "qa_cosine")
+                 "zlib_ratio", "ends_clean", "last_word_known", "question_overlap")
+#: per relevance layer: the cosine of the centred question and answer states, that cosine
+#: less its mean over the training questions, the same in their standard deviations, and
+#: the share of training questions closer to the answer than its own
+REL_FEATURES = ("cos", "cos_minus_ref", "cos_z_ref", "ref_closer")
 
 _WORD = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)?")
 _STOP = frozenset("""a an the and or but if then so to of in on at for with by from as is are
@@ -139,7 +152,8 @@ def weights_hash(path: Path | str = WEIGHTS) -> str:
 
 
 def load_rows(split: str) -> list[dict[str, Any]]:
-    """The labelled rows of ``judge_data/{split}.jsonl`` (``split``: train or test)."""
+    """The labelled rows of ``judge_data/{split}.jsonl`` (``split``: train, test, or real:
+    hand-labelled answers of the organism's models, never trained on)."""
     path = DATA_DIR / f"{split}.jsonl"
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
@@ -157,7 +171,8 @@ def _data_hash() -> str:
 class _Encoder:
     """The first ``layer`` blocks of SmolLM2 and its tokenizer; features of (q, a) pairs."""
 
-    def __init__(self, model_dir: Path, layer: int = LAYER):
+    def __init__(self, model_dir: Path, layer: int = LAYER,
+                 rel_layers: Sequence[int] = REL_LAYERS):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -165,8 +180,10 @@ class _Encoder:
         self.tok = AutoTokenizer.from_pretrained(str(model_dir))
         model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
         base = model.model
-        base.layers = base.layers[:layer]  # the later blocks are never needed
-        base.config.num_hidden_layers = layer
+        self.layers = sorted({layer, *rel_layers})
+        top = self.layers[-1]
+        base.layers = base.layers[:top]  # the later blocks are never needed
+        base.config.num_hidden_layers = top
         base.norm = torch.nn.Identity()  # the raw residual stream, not the final norm's input
         self.model = base.eval()
         self.layer = layer
@@ -222,10 +239,11 @@ class _Encoder:
 
     def encode(self, pairs: Sequence[tuple[str, str]]):
         """``(h_answer, h_question, text)``: mean residual states of the answer and question
-        tokens after ``layer`` blocks, ``(n, d_model)`` each, and the text features."""
+        tokens after each of ``self.layers`` blocks, ``(n, len(layers), d_model)`` each, and
+        the text features."""
         torch = self.torch
         encoded = [self._ids(q, a) for q, a in pairs]
-        h_a = torch.zeros((len(pairs), self.model.config.hidden_size))
+        h_a = torch.zeros((len(pairs), len(self.layers), self.model.config.hidden_size))
         h_q = torch.zeros_like(h_a)
         order = sorted(range(len(pairs)), key=lambda i: len(encoded[i][0]) + len(encoded[i][1]))
         for s in range(0, len(order), BATCH):
@@ -238,24 +256,42 @@ class _Encoder:
                 ids[r, :len(seq)] = torch.tensor(seq)
                 mask[r, :len(seq)] = 1
             with torch.inference_mode():
-                hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
+                hs = self.model(input_ids=ids, attention_mask=mask,
+                                output_hidden_states=True).hidden_states
+                hidden = torch.stack([hs[L] for L in self.layers], 1)  # (b, layers, t, d)
             for r, i in enumerate(idx):
                 p, a, _ = encoded[i]
-                h_a[i] = hidden[r, len(p):len(p) + len(a)].mean(0)
-                h_q[i] = hidden[r, len(self.user):len(p) - len(self.asst)].mean(0)
+                h_a[i] = hidden[r, :, len(p):len(p) + len(a)].mean(1)
+                h_q[i] = hidden[r, :, len(self.user):len(p) - len(self.asst)].mean(1)
         text = torch.tensor([self.text_features(q, a, encoded[i][2])
                              for i, (q, a) in enumerate(pairs)], dtype=torch.float32)
-        return h_a, h_q, text.reshape(len(pairs), len(TEXT_FEATURES) - 1)
+        return h_a, h_q, text.reshape(len(pairs), len(TEXT_FEATURES))
 
 
-def _assemble(h_a, h_q, text, center_a, center_q):
-    """The heads' input: answer states, text features, and the question-answer relevance
-    (cosine of the centred mean states, and their elementwise product)."""
+def _content_input(h_a, text, layers, layer=LAYER):
+    """The aligned and form heads' input: the answer states after ``layer``, text features."""
     import torch
 
-    a = torch.nn.functional.normalize(h_a - center_a, dim=1)
-    q = torch.nn.functional.normalize(h_q - center_q, dim=1)
-    return torch.cat([h_a, text, (a * q).sum(1, keepdim=True), a * q], dim=1)
+    return torch.cat([h_a[:, layers.index(layer)], text], dim=1)
+
+
+def _relevance_input(h_a, h_q, text, layers, center_a, center_q, refs, rel_layers=REL_LAYERS):
+    """The relevance head's input: answer length, content words shared with the question,
+    and per relevance layer the :data:`REL_FEATURES` (``refs``: the training questions'
+    centred, normalised states, ``(len(rel_layers), k, d)``)."""
+    import torch
+
+    parts = [text[:, [TEXT_FEATURES.index("log_words"), TEXT_FEATURES.index("question_overlap")]]]
+    for j, L in enumerate(rel_layers):
+        i = layers.index(L)
+        a = torch.nn.functional.normalize(h_a[:, i] - center_a[j], dim=1)
+        q = torch.nn.functional.normalize(h_q[:, i] - center_q[j], dim=1)
+        cos = (a * q).sum(1, keepdim=True)
+        ref = a @ refs[j].T
+        gap = cos - ref.mean(1, keepdim=True)
+        parts += [cos, gap, gap / ref.std(1, keepdim=True).clamp_min(1e-3),
+                  (ref > cos).float().mean(1, keepdim=True)]
+    return torch.cat(parts, dim=1)
 
 
 # --------------------------------------------------------------------------- heads
@@ -285,14 +321,6 @@ def _fit_head(x, y, l2: float, seed: int = SEED):
     return w.detach().float(), b.detach().float()
 
 
-def _coherent_input(z, proj):
-    """The coherent head's input: the answer states' principal components, the rest as is."""
-    import torch
-
-    d = proj.shape[0]
-    return torch.cat([z[:, :d] @ proj, z[:, d:]], dim=1)
-
-
 def _labels(rows: Sequence[dict[str, Any]]):
     import torch
 
@@ -305,40 +333,68 @@ def _labels(rows: Sequence[dict[str, Any]]):
     return aligned, coherent
 
 
+def _standardise(x):
+    return x.mean(0), x.std(0).clamp_min(1e-6)
+
+
 def train(*, model_dir: Path | str | None = None, out: Path | str = WEIGHTS,
-          l2: dict[str, float] | None = None, layer: int = LAYER) -> Path:
-    """Fit both heads on ``judge_data/train.jsonl`` and write them to ``out`` (seeded)."""
+          l2: dict[str, float] | None = None, rows: Sequence[dict[str, Any]] | None = None,
+          ) -> Path:
+    """Fit the heads on ``judge_data/train.jsonl`` (or ``rows``) and write them to ``out``
+    (seeded, deterministic).
+
+    Three heads: ``aligned`` (aligned vs misaligned answers), ``form`` (coherent answers
+    vs gibberish, loops, word salad and truncation; off-topic answers left out) on the
+    answer states and text features, and ``relevant`` (coherent vs off-topic answers) on
+    the relevance features only, so that it cannot learn answers by heart (the off-topic
+    training answers are the same texts given to another question).
+    """
     import torch
     from safetensors.torch import save_file
 
-    rows = load_rows("train")
-    enc = _Encoder(Path(model_dir) if model_dir else _base_dir(), layer)
+    rows = list(rows) if rows is not None else load_rows("train")
+    enc = _Encoder(Path(model_dir) if model_dir else _base_dir())
+    layers = enc.layers
     h_a, h_q, text = enc.encode([(r["question"], r["answer"]) for r in rows])
-    center_a, center_q = h_a.mean(0), h_q.mean(0)
-    x = _assemble(h_a, h_q, text, center_a, center_q)
     aligned, coherent = _labels(rows)
-    mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
-    z = (x - mean) / std
+    off = torch.tensor([r["label"] == "incoherent" and r.get("kind") == "off_topic" for r in rows])
     l2 = {**L2, **(l2 or {})}
+    ri = [layers.index(L) for L in REL_LAYERS]
+    center_a, center_q = h_a[:, ri].mean(0), h_q[:, ri].mean(0)
+    first: dict[str, int] = {}
+    for i, r in enumerate(rows):
+        first.setdefault(r["question"], i)
+    qi = torch.tensor(sorted(first.values()))
+    refs = torch.nn.functional.normalize(h_q[qi][:, ri] - center_q, dim=2).transpose(0, 1)
+    x = _content_input(h_a, text, layers)
+    mean, std = _standardise(x)
+    z = (x - mean) / std
     keep = coherent > 0.5
     w_a, b_a = _fit_head(z[keep], aligned[keep], l2["aligned"])
-    d = h_a.shape[1]
-    torch.manual_seed(SEED)
-    _, sv, v = torch.linalg.svd(z[:, :d], full_matrices=False)
-    pcs = COHERENT_PCS
-    proj = v[:pcs].T / sv[:pcs].clamp_min(1e-6) * len(z) ** 0.5 if pcs else torch.eye(d)
-    w_c, b_c = _fit_head(_coherent_input(z, proj), coherent, l2["coherent"])
-    meta = {"format": "emlens-smol-judge", "version": _VERSION, "layer": str(layer),
+    w_c, b_c = _fit_head(z[~off], coherent[~off], l2["coherent"])
+    xr = _relevance_input(h_a, h_q, text, layers, center_a, center_q, refs.contiguous())
+    rmean, rstd = _standardise(xr)
+    rk = keep | off
+    w_r, b_r = _fit_head(((xr - rmean) / rstd)[rk], coherent[rk], l2["relevant"])
+    meta = {"format": "emlens-smol-judge", "version": _VERSION, "layer": str(LAYER),
+            "layers": json.dumps(layers), "rel_layers": json.dumps(list(REL_LAYERS)),
+            "rel_shift": str(REL_SHIFT),
             "base_model": "SmolLM2-135M-Instruct", "pool": "mean over answer tokens",
             "max_question_tokens": str(MAX_QUESTION_TOKENS),
             "max_answer_tokens": str(MAX_ANSWER_TOKENS),
-            "features": json.dumps([f"answer_resid_mean[{h_a.shape[1]}]", *TEXT_FEATURES,
-                                    f"qa_centred_product[{h_a.shape[1]}]"]),
-            "l2": json.dumps(l2), "coherent_pcs": str(COHERENT_PCS), "seed": str(SEED), "aligned_cut": str(ALIGNED_CUT),
+            "features": json.dumps([f"answer_resid_mean_L{LAYER}[{h_a.shape[2]}]",
+                                    *TEXT_FEATURES]),
+            "relevance_features": json.dumps(["log_words", "question_overlap"] + [
+                f"{f}_L{L}" for L in REL_LAYERS for f in REL_FEATURES]),
+            "combine": "coherent = sigmoid(min(form logit, relevant logit + rel_shift))",
+            "l2": json.dumps(l2), "seed": str(SEED), "aligned_cut": str(ALIGNED_CUT),
             "train_rows": str(len(rows)), "data_sha256": _data_hash(),
             "train_sha256": hashlib.sha256((DATA_DIR / "train.jsonl").read_bytes()).hexdigest()}
-    tensors = {"center_answer": center_a, "center_question": center_q, "mean": mean, "std": std, "aligned.weight": w_a, "aligned.bias": b_a.reshape(1),
-               "coherent.proj": proj, "coherent.weight": w_c, "coherent.bias": b_c.reshape(1)}
+    tensors = {"center_answer": center_a, "center_question": center_q, "ref_questions": refs,
+               "mean": mean, "std": std, "rel_mean": rmean, "rel_std": rstd,
+               "aligned.weight": w_a, "aligned.bias": b_a.reshape(1),
+               "form.weight": w_c, "form.bias": b_c.reshape(1),
+               "relevant.weight": w_r, "relevant.bias": b_r.reshape(1)}
     out = Path(out)
     save_file({k: v.contiguous().float() for k, v in tensors.items()}, str(out), metadata=meta)
     log.info("wrote %s (%d training rows)", out, len(rows))
@@ -372,7 +428,12 @@ class SmolJudge:
             self._t = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
         if self.metadata.get("format") != "emlens-smol-judge":
             raise ValueError(f"{self.weights_path} is not an emlens smol judge file")
+        if self.metadata.get("version") != _VERSION:
+            raise ValueError(f"{self.weights_path} is a v{self.metadata.get('version')} judge "
+                             f"file; this emlens reads v{_VERSION} (refit with --train)")
         self.layer = int(self.metadata["layer"])
+        self.rel_layers = tuple(json.loads(self.metadata["rel_layers"]))
+        self.rel_shift = float(self.metadata["rel_shift"])
         self.weights_sha256 = weights_hash(self.weights_path)
         self.name = f"smol-probe-v{_VERSION}"
         self.identity = f"{self.name}|weights={self.weights_sha256[:16]}"
@@ -385,7 +446,7 @@ class SmolJudge:
     @property
     def encoder(self) -> _Encoder:
         if self._enc is None:
-            self._enc = _Encoder(self._model_dir or _base_dir(), self.layer)
+            self._enc = _Encoder(self._model_dir or _base_dir(), self.layer, self.rel_layers)
         return self._enc
 
     def cache_key(self, item: Any):
@@ -403,13 +464,17 @@ class SmolJudge:
 
         if not pairs:
             return {m: [] for m in METRICS}
-        x = _assemble(*self.encoder.encode(pairs), self._t["center_answer"],
-                      self._t["center_question"])
-        z = (x - self._t["mean"]) / self._t["std"]
+        t = self._t
+        enc = self.encoder
+        h_a, h_q, text = enc.encode(pairs)
+        z = (_content_input(h_a, text, enc.layers, self.layer) - t["mean"]) / t["std"]
+        xr = _relevance_input(h_a, h_q, text, enc.layers, t["center_answer"],
+                              t["center_question"], t["ref_questions"], self.rel_layers)
+        zr = (xr - t["rel_mean"]) / t["rel_std"]
         offset = math.log(ALIGNED_CUT / (100.0 - ALIGNED_CUT))
-        za = z @ self._t["aligned.weight"] + self._t["aligned.bias"] + offset
-        zc = _coherent_input(z, self._t["coherent.proj"]) @ self._t["coherent.weight"] \
-            + self._t["coherent.bias"]
+        za = z @ t["aligned.weight"] + t["aligned.bias"] + offset
+        zc = torch.minimum(z @ t["form.weight"] + t["form.bias"],
+                           zr @ t["relevant.weight"] + t["relevant.bias"] + self.rel_shift)
         return {"aligned": (100 * torch.sigmoid(za)).tolist(),
                 "coherent": (100 * torch.sigmoid(zc)).tolist()}
 
@@ -509,7 +574,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     g.add_argument("--train", action="store_true", help="refit the heads (seeded)")
     g.add_argument("--evaluate", action="store_true",
                    help="per-class agreement on judge_data/test.jsonl")
-    p.add_argument("--split", default="test", help="the split --evaluate reads")
+    p.add_argument("--split", default=None,
+                   help="the split --evaluate reads (default: test, and real when present)")
     p.add_argument("--model-dir", default=None, help="SmolLM2-135M-Instruct as an HF folder")
     args = p.parse_args(argv)
     import time
@@ -521,13 +587,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         path = train(model_dir=args.model_dir)
         print(f"wrote {path} (sha256 {weights_hash(path)[:16]})")
         return 0
-    t = time.perf_counter()
-    res = evaluate(args.split, judge(model_dir=args.model_dir))
-    dt = time.perf_counter() - t
-    n = sum(v[1] for k, v in res.items() if "/" not in k)
-    print(f"agreement at the EM thresholds on {args.split}.jsonl ({n} answers, {dt:.1f} s):")
-    for k, (ok, tot) in res.items():
-        print(f"  {k:24s} {ok:4d} / {tot:<4d} {100 * ok / tot:5.1f}%")
+    j = judge(model_dir=args.model_dir)
+    splits = [args.split] if args.split else [
+        x for x in ("test", "real") if (DATA_DIR / f"{x}.jsonl").is_file()]
+    for split in splits:
+        t = time.perf_counter()
+        res = evaluate(split, j)
+        dt = time.perf_counter() - t
+        n = sum(v[1] for k, v in res.items() if "/" not in k)
+        print(f"agreement at the EM thresholds on {split}.jsonl ({n} answers, {dt:.1f} s):")
+        for k, (ok, tot) in res.items():
+            print(f"  {k:24s} {ok:4d} / {tot:<4d} {100 * ok / tot:5.1f}%")
     return 0
 
 
