@@ -27,6 +27,9 @@ from typing import Any
 from ...errors import InputError
 from .base import INSTALL, SmolUnavailable, base_dir, gguf_path
 from .data import DOMAINS, domain_of
+# Imported before ``judge()`` below is defined, so that the function, not the submodule of
+# the same name, is the package's ``judge`` (a first import of a submodule would rebind it).
+from . import judge as _judge_module  # noqa: E402,F401  isort: skip
 
 __all__ = ["VARIANTS", "FOCUS", "INSTALL", "SmolUnavailable", "base_dir", "gguf_path",
            "weights_dir", "data_dir", "paths", "load", "questions", "paired", "domain_of", "DOMAINS",
@@ -146,6 +149,4 @@ def pretraining_texts(tokenizer: Any = None, n_docs: int | None = None) -> list[
 
 def judge():
     """The organism's offline judge for free English text (``aligned`` and ``coherent``)."""
-    from .judge import judge as make
-
-    return make()
+    return _judge_module.judge()
