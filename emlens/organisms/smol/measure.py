@@ -6,7 +6,7 @@ cosines between finetunes, and the judge-free log-probability gap.
     python -m emlens.organisms.smol.measure --out smol-measure --n 4    # a quick look
 
 Every condition samples ``n`` answers per held-out question (``smol.questions()``), judges
-them with the organism's offline judge (cached in ``judge-cache.jsonl``) and keeps them in a
+them with the organism's offline judge (cached in ``judge-cache.sqlite``) and keeps them in a
 keyed run directory (``<out>/<condition>/``), so an interrupted run resumes and a changed
 setting is refused, not mixed in. ``metrics.json`` holds every number.
 """
@@ -178,7 +178,7 @@ def run(out: str | Path = "smol-measure", *, n: int = 9, seed: int = SEED,
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    jd = CachedJudge(judge(), out / "judge-cache.jsonl")
+    jd = CachedJudge(judge(), out / "judge-cache.sqlite")
     qs = questions()
     qs_else = [q for q in qs if domain_of(q.paraphrases[0]) != FOCUS]
     pairs = paired()
