@@ -560,7 +560,9 @@ def ablate(
             generation, while ``positions=slice(1, None)`` leaves it alone. With
             ``at="writes"`` a spared position keeps every write (embedding, attention and
             MLP outputs) of that position; other positions still read it through
-            attention.
+            attention. Known gap: on a TL 3.x HookedTransformer, ``at="writes"``
+            with positions other than "all" is exact in forward passes but not yet in its
+            own ``generate``; TL 4 bridges (and HF generation, so ``emlens.sample``) are.
 
     Returns:
         An :class:`InterventionHandle`; the hooks are live until it is removed.
