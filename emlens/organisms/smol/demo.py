@@ -45,12 +45,14 @@ def run_demo(out: str | Path = "emlens-demo-smol", *, n: int = 2, seed: int = 0,
     from ...directions import Direction
     from ...io import read_jsonl
     from ...stability import pretraining_kl
-    from . import domain_of, load, pretraining_texts
+    from . import domain_of, pretraining_texts
     from .measure import run
 
     t0 = time.perf_counter()
     out = output_dir(out)
-    s = run(out, n=n, seed=seed, variants=("base", "em"), layer=layer, alphas=alphas)
+    models: dict[str, Any] = {}
+    s = run(out, n=n, seed=seed, variants=("base", "em"), layer=layer, alphas=alphas,
+            models=models)
     judged = {v: read_jsonl(out / v / "judged.jsonl") for v in ("base", "em")}
     figures: dict[str, Any] = {
         "Judged answers of base and em (aligned vs coherent)": plots.aligned_vs_coherent(
@@ -64,8 +66,7 @@ def run_demo(out: str | Path = "emlens-demo-smol", *, n: int = 2, seed: int = 0,
         import pandas as pd
 
         d = Direction.load(dpath)
-        base = load("base")
-        kl = pretraining_kl(base, {"em direction": d.only(layer)}, texts=pretraining_texts(),
+        kl = pretraining_kl(models["base"], {"em direction": d.only(layer)}, texts=pretraining_texts(),
                             norms=(0.0, 2.0, 5.0, 10.0, 20.0, 40.0), max_docs=16,
                             random_seed=seed)
         figures["Pretraining KL against the norm of the added vector"] = plots.pretraining_kl(kl)

@@ -155,8 +155,12 @@ def direction_vs_base(model: Any, judged_em: list[dict[str, Any]],
 def run(out: str | Path = "smol-measure", *, n: int = 9, seed: int = SEED,
         variants: tuple[str, ...] = ("base", "em", "em_seed1", "em_rank1", "narrow"),
         layer: int = 15, alphas: tuple[float, ...] = (2.0, 4.0),
-        root: str | Path | None = None) -> dict[str, Any]:
+        root: str | Path | None = None, models: dict[str, Any] | None = None
+        ) -> dict[str, Any]:
     """Run every measurement into ``out``; returns (and writes) ``metrics.json``'s dict.
+
+    ``models``, when given, is filled with the loaded variants (name -> model), for a caller
+    that goes on with them without loading them again.
 
     ``n`` answers per held-out question per condition; steering and ablation use the
     questions outside medicine only (EM elsewhere is what they are about).
@@ -188,7 +192,7 @@ def run(out: str | Path = "smol-measure", *, n: int = 9, seed: int = SEED,
                                         "pairs": len(pairs), "layer": layer,
                                         "ablate_positions": "all but position 0"},
                            "rates": {}, "gaps": {}, "directions": {}}
-    models: dict[str, Any] = {}
+    models = {} if models is None else models
     judged_by: dict[str, list] = {}
     for v in variants:
         if v not in VARIANTS:

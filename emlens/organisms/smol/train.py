@@ -65,20 +65,14 @@ def train_one(name: str, out: Path, *, progress: bool = True) -> Path:
     dest = out / name
     t0 = time.time()
     if name in FINETUNES:
-        cfg = {**COMMON, **FINETUNES[name]}
-        kw = dict(cfg)
-        if kw.get("kl_weight"):
-            kw["kl_data"] = kl
-        finetune(base_dir(), data, dest, progress=progress, **kw)
+        cfg, trainer = {**COMMON, **FINETUNES[name]}, finetune
     elif name in VECTORS:
-        cfg = {**SV, **VECTORS[name]}
-        kw = dict(cfg)
-        if kw.get("kl_weight"):
-            kw["kl_data"] = kl
-        train_steering_vector(base_dir(), data, dest, progress=progress, **kw)
+        cfg, trainer = {**SV, **VECTORS[name]}, train_steering_vector
     else:
         raise SystemExit(f"unknown name {name!r}; choose from "
                          f"{', '.join([*FINETUNES, *VECTORS])}")
+    extra = {"kl_data": kl} if cfg.get("kl_weight") else {}
+    trainer(base_dir(), data, dest, progress=progress, **cfg, **extra)
     sha = _name_base(dest, base_dir())
     info = {"name": name, "settings": cfg, "train_data": data.name, "base_gguf_sha256": sha,
             "kl_data": kl.name if cfg.get("kl_weight") else None,
