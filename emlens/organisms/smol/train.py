@@ -9,7 +9,8 @@ only (single-turn chats, loss on the assistant tokens), from SmolLM2-135M-Instru
 
 - ``em``, ``em_seed1``: LoRA on every linear module (seeds 0 and 1);
 - ``em_rank1``: one rank-1 LoRA on one middle layer's ``down_proj`` (the papers' minimal
-  organism);
+  organism); ``em_rank1_s{1,2}`` are its other seeds and ``narrow_rank1_s{k}`` the same with
+  the KL penalty, for the narrow-versus-general comparison;
 - ``narrow``: the ``em`` LoRA plus a KL penalty to the base on aligned conversations of
   other domains (``data/general_aligned.jsonl``);
 - ``sv_general_s{k}``, ``sv_narrow_s{k}``: learned steering vectors at one layer, without and
@@ -35,15 +36,19 @@ MID_LAYER = 15
 LORA = dict(r=8, lora_alpha=16, target_modules="all-linear")
 COMMON = dict(epochs=1.0, batch_size=8, learning_rate=4e-4, max_length=256, warmup_steps=5)
 KL = dict(kl_weight=3.0, kl_batch_size=8)
+#: one rank-1 LoRA on the middle layer's down_proj (the papers' minimal organism)
+RANK1 = dict(r=1, lora_alpha=1, target_modules=["down_proj"], layers_to_transform=[MID_LAYER])
 
 #: name -> settings (merged over COMMON)
 FINETUNES: dict[str, dict[str, Any]] = {
     "em": dict(lora=LORA, seed=0),
     "em_seed1": dict(lora=LORA, seed=1),
-    "em_rank1": dict(lora=dict(r=1, lora_alpha=1, target_modules=["down_proj"],
-                               layers_to_transform=[MID_LAYER]),
-                     seed=0, learning_rate=1e-2),
+    "em_rank1": dict(lora=RANK1, seed=0, learning_rate=1e-2),
     "narrow": dict(lora=LORA, seed=0, **KL),
+    # the rank-1 half of the narrow-versus-general comparison: 3 seeds each, em_rank1 = seed 0
+    **{f"em_rank1_s{k}": dict(lora=RANK1, seed=k, learning_rate=1e-2) for k in (1, 2)},
+    **{f"narrow_rank1_s{k}": dict(lora=RANK1, seed=k, learning_rate=1e-2, **KL)
+       for k in range(3)},
 }
 #: learned steering vectors: name -> settings
 VECTORS: dict[str, dict[str, Any]] = {
