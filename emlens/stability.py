@@ -243,6 +243,9 @@ class LoraSolution:
             raise InputError("this model has no live LoRA adapters; load it with "
                              "emlens.load_model(base, adapter=..., merge=False)")
         self.name = name
+        self.model = model
+        #: parameters applied instead of the live ones (set by :meth:`random_like`)
+        self._fixed: list[torch.Tensor] | None = None
         self._pairs: list[tuple[torch.nn.Parameter, torch.nn.Parameter]] = []
         self._scalings: list[float] = []
         for module in peft_model.modules():
@@ -264,16 +267,30 @@ class LoraSolution:
         Rescaling by ``s`` (which scales every B) multiplies it by ``s``, so matched-norm
         comparisons compare adapters by the size of the change they make to the weights.
         """
+        params = self._fixed if self._fixed is not None else self.params
         total = 0.0
-        for (a, b), scale in zip(self._pairs, self._scalings):
+        for i, scale in enumerate(self._scalings):
+            a, b = params[2 * i], params[2 * i + 1]
             total += float((scale * (b.double() @ a.double())).pow(2).sum())
         return math.sqrt(total)
+
+    def random_like(self, seed: int = 0, name: str = "random") -> LoraSolution:
+        """The same adapters with every A and B replaced by a Gaussian matrix of the same
+        Frobenius norm (seeded; the live weights are untouched): the random control of the
+        same shape and size (rank 1: the same ``|ΔW|`` too)."""
+        import copy
+
+        gen = torch.Generator().manual_seed(int(seed))
+        twin = copy.copy(self)
+        twin.name = name
+        twin._fixed = [_perturb(p, 1.0, gen) for p in self.params]
+        return twin
 
     @contextlib.contextmanager
     def applied(self, model: Any, params: Sequence[torch.Tensor] | None = None,
                 scale: float = 1.0) -> Iterator[None]:
         saved = [p.detach().clone() for p in self.params]
-        new = list(params) if params is not None else saved
+        new = list(params) if params is not None else (self._fixed or saved)
         try:
             with torch.no_grad():
                 for i, (p, v) in enumerate(zip(self.params, new)):
@@ -458,12 +475,16 @@ def pretraining_kl(model: Any, vectors: dict[str, Any], *, texts: Any = None,
 
     Each vector is normalised and added at its layer with norm ``n`` (alpha 1) to every
     position of generic text; the KL of the steered next-token distribution from the
-    unsteered one is averaged over all tokens.
+    unsteered one is averaged over all tokens. A LoRA solution (a model loaded with
+    ``merge=False``, or its :class:`LoraSolution`) is rescaled to weight-change norm
+    ``|ΔW| = n`` instead, in its own model, against that model with the adapters scaled
+    to 0 (which is its base).
 
     Args:
-        vectors: name -> one-layer Direction (or vector solution). With ``random_seed``
-            set, a same-norm random vector at the first vector's layer is added as
-            ``"random"``.
+        vectors: name -> one-layer Direction (or vector solution), or a live-LoRA model.
+            With ``random_seed`` set, a same-norm random control is added as ``"random"``:
+            a Gaussian vector at the first vector's layer, or, when the first solution is
+            a LoRA, :meth:`LoraSolution.random_like` of it.
         texts: generic text of the model's pretraining distribution (required): strings,
             a text file (documents separated by blank lines) or an HF dataset with a
             ``text`` column. The pocket organism ships its own:
@@ -479,14 +500,18 @@ def pretraining_kl(model: Any, vectors: dict[str, Any], *, texts: Any = None,
     from .interventions import steer
 
     sols = {k: as_solution(v, model, layer=layer, name=k) for k, v in vectors.items()}
-    for k, s in sols.items():
-        if not isinstance(s, VectorSolution):
-            raise InputError(f"{k}: pretraining_kl takes steering vectors, not LoRA adapters")
     if random_seed is not None and "random" not in sols and sols:
         first = next(iter(sols.values()))
-        gen = torch.Generator().manual_seed(int(random_seed))
-        sols["random"] = VectorSolution(torch.randn(first.vector.shape, generator=gen),
-                                        first.layer, 1.0, "random")
+        if isinstance(first, LoraSolution):
+            sols["random"] = first.random_like(int(random_seed))
+        else:
+            gen = torch.Generator().manual_seed(int(random_seed))
+            sols["random"] = VectorSolution(torch.randn(first.vector.shape, generator=gen),
+                                            first.layer, 1.0, "random")
+    for k, s in sols.items():
+        if isinstance(s, LoraSolution) and not s.norm() > 0:
+            raise InputError(f"{k}: the LoRA adapters change no weight (|ΔW| = 0); nothing "
+                             f"to rescale")
     docs = _load_texts(texts)[:max_docs]
     if not docs:
         raise InputError(f"the texts given to pretraining_kl hold no document: {_TEXTS_HINT}")
@@ -496,7 +521,9 @@ def pretraining_kl(model: Any, vectors: dict[str, Any], *, texts: Any = None,
     encoded = [e for e in encoded if len(e) >= 2]
     dev = model_device(model)
     norms = [float(n) for n in norms]
-    units = {name: (sol.vector.double() / sol.vector.double().norm()) for name, sol in sols.items()}
+    units = {name: (sol.vector.double() / sol.vector.double().norm())
+             for name, sol in sols.items() if isinstance(sol, VectorSolution)}
+    own = {name: sol.norm() for name, sol in sols.items() if isinstance(sol, LoraSolution)}
     totals = {(name, n): 0.0 for name in sols for n in norms}
     count = 0
     # One batch's base distribution at a time (a 100 x 512-token corpus with a 150k
@@ -505,16 +532,25 @@ def pretraining_kl(model: Any, vectors: dict[str, Any], *, texts: Any = None,
         chunk = encoded[start:start + batch_size]
         x, m = pad_batch(chunk, pad)
         x, m = x.to(dev), m.bool().to(dev)
-        base = torch.log_softmax(model(x).float(), dim=-1)
+        base = torch.log_softmax(model(x).float(), dim=-1) if units else None
         count += int(m.sum())
         for name, sol in sols.items():
+            ref = base
+            if isinstance(sol, LoraSolution):
+                with sol.applied(sol.model, scale=0.0):
+                    ref = torch.log_softmax(sol.model(x).float(), dim=-1)
             for n in norms:
-                v = (units[name] * n).float()
-                with steer(model, Direction(v[None], layers=[sol.layer]), 1.0,
-                           layers=[sol.layer]):
-                    steered = torch.log_softmax(model(x).float(), dim=-1)
-                kl = (base.exp() * (base - steered)).sum(-1)
+                if isinstance(sol, LoraSolution):
+                    with sol.applied(sol.model, scale=n / own[name]):
+                        steered = torch.log_softmax(sol.model(x).float(), dim=-1)
+                else:
+                    v = (units[name] * n).float()
+                    with steer(model, Direction(v[None], layers=[sol.layer]), 1.0,
+                               layers=[sol.layer]):
+                        steered = torch.log_softmax(model(x).float(), dim=-1)
+                kl = (ref.exp() * (ref - steered)).sum(-1)
                 totals[(name, n)] += float(kl[m].double().sum())
-    rows = [{"vector": name, "layer": sol.layer, "norm": n, "kl": totals[(name, n)] / max(count, 1)}
+    rows = [{"vector": name, "layer": getattr(sol, "layer", None), "norm": n,
+             "kl": totals[(name, n)] / max(count, 1)}
             for name, sol in sols.items() for n in norms]
     return pd.DataFrame(rows)

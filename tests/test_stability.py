@@ -235,3 +235,42 @@ def test_logprob_gap_refuses_bad_pairs(model):
         emlens.logprob_gap(model, [{"question": "q", "aligned": "a"}])
     with pytest.raises(emlens.InputError, match="no answer pairs"):
         emlens.logprob_gap(model, [])
+
+
+def test_pretraining_kl_of_a_lora_against_plain_peft(tiny_dir, tiny_adapter):
+    """A LoRA's pretraining KL at its own |ΔW| is KL(base || merged finetune) of plain
+    transformers + PEFT; at 0 it is 0; its random control has the same |ΔW| (rank 1) and
+    the live adapters are untouched afterwards."""
+    from peft import PeftModel
+
+    base_path, adapter = tiny_dir("qwen2"), tiny_adapter("qwen2", "rank1")
+    live = emlens.load_model(base_path, adapter=adapter, merge=False, device="cpu")
+    sol = LoraSolution(live, "fit")
+    before = [p.clone() for p in sol.params]
+    own = sol.norm()
+    rnd = sol.random_like(3)
+    assert rnd.norm() == pytest.approx(own, rel=1e-6)
+    assert not torch.equal(rnd._fixed[1], sol.params[1])
+    texts = tiny_corpus()[:4]
+    table = pretraining_kl(live, {"fit": live}, texts=texts, norms=[0.0, own], random_seed=3)
+    assert set(table.vector) == {"fit", "random"}
+    fit = table[table.vector == "fit"].set_index("norm").kl
+    assert fit[0.0] == pytest.approx(0.0, abs=1e-9)
+    assert all(torch.equal(a, b) for a, b in zip(before, sol.params))
+    hf = AutoModelForCausalLM.from_pretrained(base_path, attn_implementation="eager").eval()
+    ft = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(base_path, attn_implementation="eager"),
+        adapter).merge_and_unload().eval()
+    tok = AutoTokenizer.from_pretrained(base_path)
+    total, count = 0.0, 0
+    for t in texts:
+        ids = torch.tensor([tok(t, add_special_tokens=False)["input_ids"]])
+        with torch.no_grad():
+            p = torch.log_softmax(hf(ids).logits[0].double(), -1)
+            q = torch.log_softmax(ft(ids).logits[0].double(), -1)
+        total += float((p.exp() * (p - q)).sum())
+        count += ids.shape[1]
+    assert total > 0
+    assert fit[own] == pytest.approx(total / count, rel=1e-3)
+    random_kl = table[table.vector == "random"].set_index("norm").kl
+    assert random_kl[own] > 0 and random_kl[own] != pytest.approx(fit[own], rel=1e-3)
