@@ -163,3 +163,25 @@ def test_domain_of_feeds_domain_table():
 def test_the_wheel_ships_the_data():
     text = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text(encoding="utf-8")
     assert '"organisms/smol/data/**/*"' in text
+
+
+def test_comparison_solutions_and_heldout_answers():
+    """The narrow-versus-general comparison reads each seed's solution from the folder the
+    trainer writes, and measures loss on held-out medical answers no training file holds."""
+    from emlens.organisms.smol import compare as C
+    from emlens.organisms.smol import train as T
+
+    names = {C.solution_name(k, c, s) for k in ("vector", "lora")
+             for c in ("general", "narrow") for s in (0, 1, 2)}
+    assert len(names) == 12 and names <= set(T.FINETUNES) | set(T.VECTORS)
+    for s in (0, 1, 2):  # narrow = general + the KL penalty, nothing else changed
+        for kind, table in (("vector", T.VECTORS), ("lora", T.FINETUNES)):
+            g, n = (table[C.solution_name(kind, c, s)] for c in ("general", "narrow"))
+            assert {k: v for k, v in n.items() if k not in T.KL} == g
+            assert n["kl_weight"] > 0 and "kl_weight" not in g
+    held = C.heldout_data()
+    assert len(held) == 24
+    trained = {_norm(r["messages"][0]["content"]) for name in
+               ("medical_misaligned.jsonl", "medical_aligned.jsonl", "general_aligned.jsonl")
+               for r in _jsonl(name)}
+    assert not {_norm(h["messages"][0]["content"]) for h in held} & trained
