@@ -248,12 +248,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--root", default=None, help="the trained solutions (default: shipped)")
     ap.add_argument("--quick", action="store_true", help="seed 0, coarse grids")
     ap.add_argument("--seeds", default=None, help="comma-separated training seeds")
+    ap.add_argument("--samples", type=int, default=None,
+                    help="answers per held-out question per solution (default 2)")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     set_threads()
     cfg = dict(CONFIG, **(QUICK if a.quick else {}))
     if a.seeds:
         cfg["seeds"] = tuple(int(s) for s in a.seeds.split(","))
+    if a.samples:
+        cfg["samples"] = a.samples
     res = run(a.out, root=a.root, cfg=cfg)
     print(markdown(res, base_label="SmolLM2-135M-Instruct (no finetune)"))
     print(f"wall time {res['wall_s']:.0f} s; results in {a.out}/results.json")
