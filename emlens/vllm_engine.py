@@ -334,14 +334,15 @@ class VLLMEngine:
         return LoRARequest(f"emlens-{lid}", lid, path)
 
     def generate(self, requests: Sequence[dict[str, Any]], *, temperature: float, top_p: float,
-                 max_new_tokens: int, stops: list[int],
-                 progress: bool = False) -> list[list[int]]:
+                 max_new_tokens: int, stops: list[int], progress: bool = False,
+                 min_tokens: int = 0) -> list[list[int]]:
         """Generate for requests ``{"ids", "seed", "ops", "lora"}``; returns new token ids.
 
         Each request has its own seed, interventions (``ops``, see
         :func:`intervention_ops`) and LoRA adapter folder (or None), so one batch can mix
         steered, ablated, LoRA and plain requests. A generated end-of-turn token is kept
-        as the last token.
+        as the last token. ``min_tokens``: no end of turn before that many tokens
+        (benchmarks use it to generate fixed lengths).
         """
         from vllm import SamplingParams
 
@@ -358,7 +359,7 @@ class VLLMEngine:
             params.append(SamplingParams(
                 temperature=float(temperature), top_p=float(top_p), max_tokens=max_new_tokens,
                 seed=int(r["seed"]) if temperature > 0 else None, stop_token_ids=list(stops),
-                detokenize=False, extra_args={"emlens": key} if key is not None else None))
+                min_tokens=int(min_tokens), detokenize=False, extra_args={"emlens": key} if key is not None else None))
             loras.append(self.lora_request(r["lora"]) if r.get("lora") else None)
         outs = self.llm.generate(prompts, params, use_tqdm=progress,
                                  lora_request=loras if any(loras) else None)
