@@ -449,6 +449,11 @@ def generate(model: Any, jobs: Sequence[dict[str, Any]], *, temperature: float, 
     active interventions; and the engine's ``{"name", "version"}``."""
     ops = intervention_ops(model)
     engine, lora = engine_for(model, options)
+    if ops and not any(w.get("layers") for w in engine.workers):
+        raise UnsupportedModelError(
+            f"vLLM's {engine.workers[0].get('model')} does not keep its decoder layers at "
+            f"model.layers, where emlens's hooks go; sample this intervention with "
+            f"backend='hf'")
     requests = [{"ids": j["ids"], "seed": j["sequence_seed"], "ops": ops, "lora": lora}
                 for j in jobs]
     outs = engine.generate(requests, temperature=temperature, top_p=top_p,

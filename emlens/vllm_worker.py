@@ -91,8 +91,8 @@ class EmlensWorkerExtension:
     def _layers(model: Any) -> list[tuple[int, Any]]:
         inner = getattr(model, "model", None)
         layers = getattr(inner, "layers", None)
-        if layers is None:
-            raise RuntimeError(f"emlens: {type(model).__name__} has no model.layers")
+        if layers is None:  # another layout: no hooks (emlens refuses interventions there)
+            return []
         start = int(getattr(inner, "start_layer", 0) or 0)
         end = int(getattr(inner, "end_layer", len(layers)) or len(layers))
         return [(i, layers[i]) for i in range(start, end)]
@@ -117,9 +117,9 @@ class EmlensWorkerExtension:
     def emlens_describe(self) -> dict[str, Any]:
         """What the hooks were installed on: the model class and its layers on this worker."""
         state = self._emlens_state()
-        return {"model": type(state.model).__name__,
-                "layers": [i for i, _ in self._layers(state.model)],
-                "layer_class": type(self._layers(state.model)[0][1]).__name__}
+        layers = self._layers(state.model)
+        return {"model": type(state.model).__name__, "layers": [i for i, _ in layers],
+                "layer_class": type(layers[0][1]).__name__ if layers else None}
 
     def emlens_set(self, key: str, ops: list[dict[str, Any]]) -> int:
         """Store the operations of an intervention key (vectors as float32 tensors)."""
