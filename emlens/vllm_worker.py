@@ -153,7 +153,11 @@ class EmlensWorkerExtension:
         if positions is None and len(args) > 1:
             positions = args[1]
         runner = state.runner
-        batch = runner.input_batch
+        batch = getattr(runner, "input_batch", None)
+        if batch is None or not hasattr(runner, "query_start_loc"):
+            raise RuntimeError(f"emlens: {type(runner).__name__} has no input_batch / "
+                               f"query_start_loc (vLLM's V1 model runner has them); set "
+                               f"VLLM_USE_V2_MODEL_RUNNER=0")
         req_ids = list(batch.req_ids)
         if not req_ids or positions is None:
             return
