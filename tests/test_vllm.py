@@ -289,7 +289,8 @@ def test_openai_judge_against_vllm_serve(dirs, tmp_path):
 
     path, port = _judge_model(dirs, tmp_path), _free_port()
     log = open(tmp_path / "serve.log", "wb")
-    env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1")
+    # the engine core inside the server's process (fewer processes on a small machine)
+    env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1", VLLM_ENABLE_V1_MULTIPROCESSING="0")
     # `vllm serve` itself: its `vllm` script looks up the distribution "vllm", which
     # vllm-cpu is not named, so start the same server through its module
     proc = subprocess.Popen([sys.executable, "-m", "vllm.entrypoints.openai.api_server",
@@ -300,7 +301,7 @@ def test_openai_judge_against_vllm_serve(dirs, tmp_path):
                             stdout=log, stderr=subprocess.STDOUT, env=env)
     base_url = f"http://127.0.0.1:{port}/v1"
     try:
-        deadline = time.time() + 300
+        deadline = time.time() + 900  # about a minute on an idle 2-core machine
         while True:
             try:
                 urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
