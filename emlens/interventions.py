@@ -45,7 +45,7 @@ from .errors import EmlensError, InputError, UnsupportedModelError
 from .models import hook_name, model_dims
 from .vectors import as_scalar, check_vector, model_layers, unit
 
-__all__ = ["InterventionHandle", "steer", "ablate", "Positions"]
+__all__ = ["InterventionHandle", "steer", "ablate", "Positions", "active_interventions"]
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,10 @@ class InterventionHandle:
         self._lens: list[tuple[Any, Any]] = []  # (hook point, LensHandle)
         self._torch: list[Any] = []  # torch RemovableHandles (position trackers)
         self._removed = False
+        #: what the hooks do, as plain data (for backends that run the model elsewhere,
+        #: such as :mod:`emlens.vllm_engine`); set by :func:`steer` and :func:`ablate`
+        self.spec: dict[str, Any] | None = None
+        self._model: Any = None
 
     @property
     def active(self) -> bool:
@@ -115,6 +119,9 @@ class InterventionHandle:
                     break
         for handle in reversed(self._torch):
             handle.remove()
+        active = getattr(self._model, "__dict__", {}).get(_ACTIVE)
+        if active is not None and self in active:
+            active.remove(self)
         self._lens.clear()
         self._torch.clear()
         log.debug("removed %s", self.description)
@@ -147,6 +154,20 @@ def _hook_point(model: Any, name: str) -> Any:
                                     f"intervention needs") from None
 
 
+_ACTIVE = "_emlens_interventions"
+
+
+def active_interventions(model: Any) -> list[InterventionHandle]:
+    """The interventions installed on ``model`` and not removed yet, in installation order.
+
+    Example:
+        >>> with emlens.steer(model, d, 4.0, layers=1):                  # doctest: +SKIP
+        ...     [h.kind for h in active_interventions(model)]
+        ['steer']
+    """
+    return list(getattr(model, "__dict__", {}).get(_ACTIVE, ()))
+
+
 def _install(handle: InterventionHandle, model: Any,
              hooks: Iterable[tuple[str, Callable]]) -> InterventionHandle:
     """Install all hooks or none."""
@@ -156,6 +177,8 @@ def _install(handle: InterventionHandle, model: Any,
     except BaseException:
         handle.remove()
         raise
+    handle._model = model
+    model.__dict__.setdefault(_ACTIVE, []).append(handle)
     log.debug("installed %s", handle.description)
     return handle
 
@@ -487,6 +510,8 @@ def steer(
         return hook
 
     hooks = [(hook_name(l), make(vec)) for l, vec in pairs]
+    handle.spec = {"op": "steer", "positions": positions,
+                   "layers": {l: (alpha * vec.detach().float().cpu()) for l, vec in pairs}}
     return _install_tracked(handle, model, tracker, hooks)
 
 
@@ -586,8 +611,10 @@ def ablate(
                                  f"layer whose vector to use (layers=12), not {list(chosen)}")
             layer = chosen[0]
         vec, _ = one_vector(direction, d_model, layer)
-        hook = _project_hook(unit(vec, "the ablation vector"), positions, tracker)
+        r = unit(vec, "the ablation vector")
+        hook = _project_hook(r, positions, tracker)
         handle = InterventionHandle("ablate", f"ablate(at='writes'{where})")
+        handle.spec = {"op": "ablate_writes", "positions": positions, "unit": r.float().cpu()}
         return _install_tracked(handle, model, tracker,
                                 [(n, hook) for n in _write_hook_names(model, n_layers)])
     if isinstance(direction, Direction):
@@ -598,9 +625,10 @@ def ablate(
         vec = check_vector(direction, d_model, "the ablation vector")
         chosen = model_layers(layers, n_layers, default=range(n_layers))
         pairs = [(l, vec) for l in chosen]
-    hooks = [(hook_name(l), _project_hook(unit(v, f"the vector of layer {l}"), positions,
-                                          tracker))
-             for l, v in pairs]
+    units = {l: unit(v, f"the vector of layer {l}") for l, v in pairs}
+    hooks = [(hook_name(l), _project_hook(u, positions, tracker)) for l, u in units.items()]
     handle = InterventionHandle("ablate", f"ablate(at='resid_post', layers="
                                           f"{','.join(str(l) for l in chosen)}{where})")
+    handle.spec = {"op": "ablate_resid", "positions": positions,
+                   "layers": {l: u.float().cpu() for l, u in units.items()}}
     return _install_tracked(handle, model, tracker, hooks)

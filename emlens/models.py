@@ -1406,4 +1406,9 @@ def load_model(
     bridge.emlens_provenance = _record_provenance(bridge, provenance, adapter_records,
                                                   hf_model, dtype_t, device_str)
     bridge.emlens_peft = peft_model
+    # where the weights are on disk (not a key: the provenance's hashes are), for the vLLM
+    # backend, which serves the base folder with each adapter folder as a LoRA request
+    bridge.emlens_paths = {"base": str(base_source.path) if base_source else None,
+                           "adapters": [str(s.path) for s in adapter_sources],
+                           "adapters_in_object": peft_in is not None}
     return bridge

@@ -178,6 +178,8 @@ def sample(
     seed: int = 0,
     system: str | None = None,
     progress: bool = True,
+    backend: str = "hf",
+    vllm: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Sample answers to questions with the model's chat template.
 
@@ -197,12 +199,21 @@ def sample(
             explicit empty system message (see :mod:`emlens.chat`). Each record stores the
             ``system`` it was sampled under.
         progress: show a progress bar.
+        backend: ``"hf"`` (transformers ``generate`` on the model itself) or ``"vllm"``
+            (the model's weights served by vLLM, with the active ``steer``/``ablate``
+            interventions and LoRA adapters applied per request; see
+            :mod:`emlens.vllm_engine`). Greedy answers are the same on both; sampled ones
+            are drawn by each engine's own sampler from the same per-answer seeds.
+        vllm: vLLM engine options (``tensor_parallel_size``, ``pipeline_parallel_size``,
+            ``gpu_memory_utilization``, ``kv_cache_memory_bytes``, ``max_model_len``,
+            ``lora="request"|"merged"``, ...: ``emlens.vllm_engine.ENGINE_OPTIONS``).
 
     Returns:
         Records: ``question_id``, ``question``, ``paraphrase``, ``sample``, ``system``,
         ``answer``, ``finished`` (stopped at end of turn), ``n_tokens`` and ``settings``
         (decoding, ``seed``, ``n``, ``batch_size``, the answer's ``sequence_seed`` and the
-        ``sampler`` scheme): enough for :func:`resample` to reproduce the record alone.
+        ``sampler`` scheme; on vLLM also ``backend`` and ``engine``, its name and
+        version): enough for :func:`resample` to reproduce the record alone.
 
     Raises:
         InputError: a setting that is not a finite number / positive integer, a prompt
@@ -216,6 +227,7 @@ def sample(
     checked = check_settings(n=n, temperature=temperature, top_p=top_p,
                              max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed,
                              system=system)
+    _check_backend(backend, vllm)
     n, temperature, top_p = checked["n"], checked["temperature"], checked["top_p"]
     max_new_tokens, batch_size, seed = (checked["max_new_tokens"], checked["batch_size"],
                                         checked["seed"])
@@ -235,10 +247,26 @@ def sample(
                 jobs.append({"question_id": q.id, "question": text, "paraphrase": pi,
                              "sample": si, "system": sys_prompt, "ids": ids,
                              "sequence_seed": sequence_seed(seed, q.id, pi, si)})
-    return _run_jobs(model, tokenizer, jobs, settings, progress)
+    return _run_jobs(model, tokenizer, jobs, settings, progress, backend, vllm)
 
 
-def resample(model: Any, record: dict[str, Any]) -> dict[str, Any]:
+BACKENDS = ("hf", "vllm")
+
+
+def _check_backend(backend: Any, vllm: Any) -> None:
+    if backend not in BACKENDS:
+        raise InputError(f"unknown backend {backend!r}; use 'hf' (transformers) or 'vllm'")
+    if vllm is not None and backend != "vllm":
+        raise InputError("vllm options were given, but backend is 'hf'; pass backend='vllm' "
+                         "or drop them")
+    if backend == "vllm":
+        from .vllm_engine import check_options
+
+        check_options(vllm)
+
+
+def resample(model: Any, record: dict[str, Any],
+             vllm: dict[str, Any] | None = None) -> dict[str, Any]:
     """Sample one record again, alone, from its own fields (question, system, settings).
 
     Under the same model and interventions this gives the record's answer again,
@@ -253,9 +281,14 @@ def resample(model: Any, record: dict[str, Any]) -> dict[str, Any]:
         raise InputError("resample takes one record written by emlens.sample (a dict with "
                          "'question', 'system' and 'settings')")
     s = record["settings"]
-    if s.get("sampler") != SAMPLER:
+    from .vllm_engine import VLLM_SAMPLER
+
+    if s.get("sampler") not in (SAMPLER, VLLM_SAMPLER):
         raise InputError(f"the record was sampled with scheme {s.get('sampler')!r}, not "
-                         f"{SAMPLER!r}; it cannot be reproduced by this version of emlens")
+                         f"{SAMPLER!r} or {VLLM_SAMPLER!r}; it cannot be reproduced by this "
+                         f"version of emlens")
+    backend = "vllm" if s.get("sampler") == VLLM_SAMPLER else "hf"
+    _check_backend(backend, vllm)
     try:
         max_new_tokens = _check_settings(s["temperature"], s["top_p"], s["max_new_tokens"], 1,
                                          s["seed"], s.get("n"))[2]
@@ -269,7 +302,9 @@ def resample(model: Any, record: dict[str, Any]) -> dict[str, Any]:
     _check_fits(len(ids), max_new_tokens, _context_length(model), "the record's question")
     job = {k: record.get(k) for k in ("question_id", "question", "paraphrase", "sample")}
     job.update(system=system, ids=ids, sequence_seed=seq_seed)
-    return _run_jobs(model, tokenizer, [job], dict(s), progress=False)[0]
+    settings = {k: v for k, v in s.items() if k not in ("sequence_seed", "backend", "engine")}
+    settings["sampler"] = SAMPLER
+    return _run_jobs(model, tokenizer, [job], settings, False, backend, vllm)[0]
 
 
 def _chat_tokenizer(model: Any):
@@ -280,10 +315,37 @@ def _chat_tokenizer(model: Any):
     return tokenizer
 
 
+def _record(job: dict[str, Any], new: list[int], stops: list[int], tokenizer: Any,
+            settings: dict[str, Any]) -> dict[str, Any]:
+    finished = bool(new) and new[-1] in stops
+    answer = tokenizer.decode(new[:-1] if finished else new, skip_special_tokens=True).strip()
+    return {"question_id": job["question_id"], "question": job["question"],
+            "paraphrase": job["paraphrase"], "sample": job["sample"],
+            "system": job["system"], "answer": answer, "finished": finished,
+            "n_tokens": len(new), "settings": dict(settings, sequence_seed=job["sequence_seed"])}
+
+
+def _run_vllm(model: Any, tokenizer: Any, jobs: list[dict[str, Any]], settings: dict[str, Any],
+              progress: bool, options: dict[str, Any] | None) -> list[dict[str, Any]]:
+    from . import vllm_engine
+
+    stops = end_of_turn_ids(tokenizer, model)
+    outs, info = vllm_engine.generate(
+        model, jobs, temperature=settings["temperature"], top_p=settings["top_p"],
+        max_new_tokens=settings["max_new_tokens"], stops=stops, options=options,
+        progress=progress)
+    settings = dict(settings, sampler=vllm_engine.VLLM_SAMPLER, backend="vllm",
+                    engine=f"{info['name']} {info['version']}")
+    return [_record(job, new, stops, tokenizer, settings) for job, new in zip(jobs, outs)]
+
+
 def _run_jobs(model: Any, tokenizer: Any, jobs: list[dict[str, Any]], settings: dict[str, Any],
-              progress: bool) -> list[dict[str, Any]]:
+              progress: bool, backend: str = "hf",
+              vllm: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     from tqdm.auto import tqdm
 
+    if backend == "vllm":
+        return _run_vllm(model, tokenizer, jobs, settings, progress, vllm)
     temperature, top_p = settings["temperature"], settings["top_p"]
     max_new_tokens, batch_size = settings["max_new_tokens"], settings["batch_size"]
     stops = end_of_turn_ids(tokenizer, model)
@@ -303,15 +365,7 @@ def _run_jobs(model: Any, tokenizer: Any, jobs: list[dict[str, Any]], settings: 
                 outs = [_generate_hooked(model, j["ids"], j["sequence_seed"], stops, device,
                                          temperature, top_p, max_new_tokens) for j in batch]
             for job, new in zip(batch, outs):
-                finished = bool(new) and new[-1] in stops
-                answer = tokenizer.decode(new[:-1] if finished else new,
-                                          skip_special_tokens=True).strip()
-                records.append({"question_id": job["question_id"], "question": job["question"],
-                                "paraphrase": job["paraphrase"], "sample": job["sample"],
-                                "system": job["system"], "answer": answer,
-                                "finished": finished, "n_tokens": len(new),
-                                "settings": dict(settings,
-                                                 sequence_seed=job["sequence_seed"])})
+                records.append(_record(job, new, stops, tokenizer, settings))
             bar.update(len(batch))
     bar.close()
     return records

@@ -112,7 +112,24 @@ def _sample_settings(sample_kwargs: dict[str, Any]) -> dict[str, Any]:
     if unknown:
         raise InputError(f"sweep passes unknown sampling arguments {unknown} to emlens.sample; "
                          f"it takes {allowed}")
-    return {name: sample_kwargs.get(name, params[name].default) for name in allowed}
+    out = {name: sample_kwargs.get(name, params[name].default) for name in allowed}
+    if out.get("backend", "hf") == "hf":
+        # the HF backend's runs keep the keys they had before there was a choice
+        out.pop("backend", None)
+        out.pop("vllm", None)
+    return out
+
+
+def _engine_key(settings: dict[str, Any]) -> dict[str, Any] | None:
+    """The vLLM engine's name and version, and the options that change numbers (not the
+    parallel layout), for a run's keys; None on the HF backend."""
+    if settings.get("backend") != "vllm":
+        return None
+    from .vllm_engine import PARALLEL_OPTIONS, check_options, engine_info
+
+    options = check_options(settings.get("vllm"))
+    settings["vllm"] = {k: v for k, v in options.items() if k not in PARALLEL_OPTIONS}
+    return engine_info()
 
 
 def _check_cell(run: RunDir, name: str, cell: dict[str, Any], records: list[dict[str, Any]],
@@ -192,6 +209,9 @@ def sweep(
         overwrite: discard the results of a run directory that holds another run (other
             keys, or written before runs were keyed) instead of refusing it.
         sample_kwargs: passed to ``emlens.sample`` (max_new_tokens, batch_size, ...).
+            ``backend="vllm"`` samples every cell on one vLLM engine (started once, the
+            cells' interventions sent per request; ``vllm={...}`` gives its options, e.g.
+            ``tensor_parallel_size``); the engine's name and version join the run's keys.
 
     Returns:
         A pandas DataFrame, one row per cell: condition, layer, alpha, em_rate with its
@@ -215,6 +235,7 @@ def sweep(
     settings = _sample_settings(sample_kwargs)
     sampling.check_settings(n=n, seed=seed, **{k: settings[k] for k in (
         "temperature", "top_p", "max_new_tokens", "batch_size", "system")})
+    engine = _engine_key(settings)
     rand = Direction.random_like(direction, seed=seed)
     cells = _cells(layers, alphas, baseline, random, ablation,
                    list(ablation_layers) if ablation_layers is not None else layers)
@@ -228,7 +249,7 @@ def sweep(
             "layers": layers, "alphas": alphas, "n": n, "seed": seed,
             "baseline": baseline, "random": random, "ablation": ablation,
             "ablation_layers": list(ablation_layers) if ablation_layers is not None else None,
-            "sampling": settings,
+            "sampling": settings, **({"engine": engine} if engine else {}),
         }, info={"model": getattr(model, "emlens_provenance", None)}, outputs=OUTPUTS,
             overwrite=overwrite,
             overwrite_hint="pass overwrite=True (emlens sweep --overwrite)")
