@@ -57,6 +57,23 @@ hf_logging.disable_progress_bar()
 TARGET = 0.9
 
 
+def _time_runs(runs: dict, reps: int, new_tokens: int, skip_check: tuple = ()):
+    """Wall and CPU seconds of each run, ``reps`` times, alternating the order each round;
+    every run but ``skip_check`` must return records of exactly ``new_tokens`` tokens."""
+    wall: dict[str, list[float]] = {k: [] for k in runs}
+    cpu: dict[str, list[float]] = {k: [] for k in runs}
+    for r in range(reps):
+        order = list(runs) if r % 2 == 0 else list(reversed(runs))
+        for k in order:
+            t, c = time.perf_counter(), time.process_time()
+            out = runs[k]()
+            wall[k].append(time.perf_counter() - t)
+            cpu[k].append(time.process_time() - c)
+            if k not in skip_check:
+                assert all(rec["n_tokens"] == new_tokens for rec in out), k
+    return wall, cpu
+
+
 def measure(name: str, path: Path, batch: int, new_tokens: int, reps: int,
             also_unshimmed: bool = False, temperature: float = 0.0) -> dict:
     model = emlens.load_model(path, device="cpu")
@@ -117,17 +134,7 @@ def measure(name: str, path: Path, batch: int, new_tokens: int, reps: int,
         runs["emlens_steered_unshimmed"] = unshimmed
     for f in runs.values():  # warm-up
         f()
-    wall: dict[str, list[float]] = {k: [] for k in runs}
-    cpu: dict[str, list[float]] = {k: [] for k in runs}
-    for r in range(reps):
-        order = list(runs) if r % 2 == 0 else list(reversed(runs))
-        for k in order:
-            t, c = time.perf_counter(), time.process_time()
-            out = runs[k]()
-            wall[k].append(time.perf_counter() - t)
-            cpu[k].append(time.process_time() - c)
-            if k != "plain":
-                assert all(rec["n_tokens"] == new_tokens for rec in out)
+    wall, cpu = _time_runs(runs, reps, new_tokens, skip_check=("plain",))
     tokens = batch * new_tokens
     med = {k: statistics.median(v) for k, v in wall.items()}
     med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
@@ -207,16 +214,7 @@ def measure_vllm(name: str, path: Path, batch: int, new_tokens: int, reps: int,
     for f in runs.values():  # warm-up (starts the engine)
         f()
     warm = time.perf_counter() - t0
-    wall: dict[str, list[float]] = {k: [] for k in runs}
-    cpu: dict[str, list[float]] = {k: [] for k in runs}
-    for r in range(reps):
-        order = list(runs) if r % 2 == 0 else list(reversed(runs))
-        for k in order:
-            t, c = time.perf_counter(), time.process_time()
-            out = runs[k]()
-            wall[k].append(time.perf_counter() - t)
-            cpu[k].append(time.process_time() - c)
-            assert all(rec["n_tokens"] == new_tokens for rec in out), k
+    wall, cpu = _time_runs(runs, reps, new_tokens)
     vllm_engine.close_engines()
     tokens = batch * new_tokens
     med = {k: statistics.median(v) for k, v in wall.items()}
