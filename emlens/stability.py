@@ -534,11 +534,15 @@ def pretraining_kl(model: Any, vectors: dict[str, Any], *, texts: Any = None,
         x, m = x.to(dev), m.bool().to(dev)
         base = torch.log_softmax(model(x).float(), dim=-1) if units else None
         count += int(m.sum())
+        refs: dict[int, torch.Tensor] = {}  # one scale-0 forward per LoRA model and batch
         for name, sol in sols.items():
             ref = base
             if isinstance(sol, LoraSolution):
-                with sol.applied(sol.model, scale=0.0):
-                    ref = torch.log_softmax(sol.model(x).float(), dim=-1)
+                ref = refs.get(id(sol.model))
+                if ref is None:
+                    with sol.applied(sol.model, scale=0.0):
+                        ref = refs[id(sol.model)] = torch.log_softmax(sol.model(x).float(),
+                                                                      dim=-1)
             for n in norms:
                 if isinstance(sol, LoraSolution):
                     with sol.applied(sol.model, scale=n / own[name]):
