@@ -185,3 +185,41 @@ def test_comparison_solutions_and_heldout_answers():
                ("medical_misaligned.jsonl", "medical_aligned.jsonl", "general_aligned.jsonl")
                for r in _jsonl(name)}
     assert not {_norm(h["messages"][0]["content"]) for h in held} & trained
+
+
+def test_comparison_reuses_a_seed_measured_in_another_run(tmp_path, monkeypatch):
+    """A seed's metrics are keyed by the solutions and the grids, not by which other seeds
+    ran: ``--seeds 1`` then ``--seeds 0,1`` measures seed 1 once (its figures' tables come
+    back only when it is the first seed), and a changed grid measures it again."""
+    from emlens.organisms.smol import compare as C
+
+    calls = []
+
+    def fake_metrics(kind, sols, models, heldout, cfg, seed, frames, chat, texts=None):
+        calls.append((kind, seed, tuple(cfg["seeds"])))
+        frames.setdefault(f"rescale_{kind}", []).append(
+            __import__("pandas").DataFrame([{"norm": 1.0, "loss": float(seed)}]))
+        return {"seed": seed, "loss": float(seed)}
+
+    monkeypatch.setattr(C, "metrics", fake_metrics)
+    monkeypatch.setattr(C, "heldout_data", lambda: [{"messages": []}] * 3)
+    import emlens.organisms.smol as S
+    monkeypatch.setattr(S, "pretraining_texts", lambda: ["a text"])
+    shas = {"general": "g1", "narrow": "n1"}
+
+    def pair(seeds, cfg_extra=None, sha=shas):
+        frames = {}
+        cfg = {**C.CONFIG, "seeds": seeds, **(cfg_extra or {})}
+        res = C._pair_metrics(tmp_path, "vector", 1, {}, {}, sha, cfg, None, frames)
+        return res, frames
+
+    res, frames = pair((1,))
+    assert calls == [("vector", 1, (1,))] and res["loss"] == 1.0 and frames
+    res, frames = pair((0, 1))  # the same seed inside a 3-seed run: reused, no figures
+    assert len(calls) == 1 and res == {"seed": 1, "loss": 1.0} and frames == {}
+    res, frames = pair((1, 2))  # first again: its stored tables come back
+    assert len(calls) == 1 and frames["rescale_vector"][0]["loss"].tolist() == [1.0]
+    with pytest.raises(Exception, match="delete the folder"):
+        pair((1,), {"n_norms": 3})  # a changed grid is never mixed with the stored one
+    with pytest.raises(Exception, match="delete the folder"):
+        pair((1,), sha={"general": "g2", "narrow": "n1"})  # nor a retrained solution

@@ -132,32 +132,47 @@ def _pair_metrics(out: Path, kind: str, seed: int, sols: dict, models: dict, sha
     from ...runs import RunDir
     from . import pretraining_texts
 
+    # One seed's numbers do not depend on the other seeds, so the key leaves ``seeds`` out:
+    # seeds run apart (``--seeds 1``, ``--seeds 2``, in parallel) are reused by a later run
+    # over all of them. Every seed's tables are stored; the figures show the first seed's.
     keyed = {k: cfg[k] for k in ("n_norms", "loss_batch", "epsilons", "perturb_seeds",
-                                 "kl_docs", "kl_tokens", "kl_batch", "significance_kinds",
-                                 "seeds")}
+                                 "kl_docs", "kl_tokens", "kl_batch", "significance_kinds")}
+    first = seed == cfg["seeds"][0]
     run = RunDir(out / "pairs" / f"{kind}_s{seed}",
                  config=json.loads(json.dumps({"solutions": shas, "cfg": keyed,
                                                "heldout": len(heldout_data())}, default=list)),
                  outputs=("metrics.jsonl", "frames.jsonl"), overwrite_hint="delete the folder")
     if run.has("metrics"):
-        for row in run.load("frames"):
-            frames.setdefault(row["name"], []).append(pd.DataFrame(row["rows"]))
+        if first:
+            for row in run.load("frames"):
+                frames.setdefault(row["name"], []).append(pd.DataFrame(row["rows"]))
         return run.load("metrics")[0]
     mine: dict[str, list] = {}
-    res = metrics(kind, sols, models, heldout_data(), cfg, seed, mine, base,
-                  texts=pretraining_texts())
+    res = metrics(kind, sols, models, heldout_data(), {**cfg, "seeds": (seed,)}, seed, mine,
+                  base, texts=pretraining_texts())
     run.save("frames", [{"name": k, "rows": df.to_dict("records")} for k, dfs in mine.items()
                         for df in dfs])
     run.save("metrics", [res])
-    for k, dfs in mine.items():
-        frames.setdefault(k, []).extend(dfs)
+    if first:
+        for k, dfs in mine.items():
+            frames.setdefault(k, []).extend(dfs)
     return res
 
 
+#: em's mean-difference direction in a source checkout (absent from an installed wheel)
+REPO_DIRECTION = Path(__file__).resolve().parents[3] / "directions" / "smol" / \
+    "smol_em_mean_diff.safetensors"
+
+
 def run(out: str | Path = "smol-compare", *, root: str | Path | None = None,
-        cfg: dict[str, Any] | None = None) -> dict[str, Any]:
+        cfg: dict[str, Any] | None = None, direction: str | Path | None = None
+        ) -> dict[str, Any]:
     """Measure every solution and judge every claim; returns the results (also written to
-    ``out/results.json``, ``results.md`` and ``report.html``)."""
+    ``out/results.json``, ``results.md`` and ``report.html``).
+
+    ``direction``: em's mean-difference direction file, for the cosines with the learned
+    vectors (default: ``directions/smol/smol_em_mean_diff.safetensors`` of a source checkout;
+    without one the cosines with it are left out and ``results["direction"]`` is None)."""
     from ...directions import Direction
     from ...judges import CachedJudge
     from ...stability import LoraSolution
@@ -214,10 +229,14 @@ def run(out: str | Path = "smol-compare", *, root: str | Path | None = None,
                                       for cond in CONDITIONS if (kind, cond) in pooled}
                                for kind in KINDS}
     md = None
-    md_file = Path(__file__).resolve().parents[3] / "directions" / "smol" / \
-        "smol_em_mean_diff.safetensors"
-    if md_file.is_file():
-        md = Direction.load(md_file)
+    if direction is not None:
+        md = Direction.load(direction)  # a missing or bad file raises, naming it
+    elif REPO_DIRECTION.is_file():
+        md, direction = Direction.load(REPO_DIRECTION), REPO_DIRECTION
+    else:
+        log.warning("no em direction given (--direction) and none in a source checkout: "
+                    "the cosines with it are left out")
+    results["direction"] = None if direction is None else str(direction)
     results["cosines"] = cosines(vectors, list(cfg["seeds"]), md, cfg["layer"],
                                  results["per_seed"])
     results["claims"] = claims(results)
@@ -248,6 +267,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--root", default=None, help="the trained solutions (default: shipped)")
     ap.add_argument("--quick", action="store_true", help="seed 0, coarse grids")
     ap.add_argument("--seeds", default=None, help="comma-separated training seeds")
+    ap.add_argument("--direction", default=None,
+                    help="em's mean-difference direction file, for the cosines (default: "
+                         "directions/smol/smol_em_mean_diff.safetensors of a source checkout)")
     ap.add_argument("--samples", type=int, default=None,
                     help="answers per held-out question per solution (default 2)")
     a = ap.parse_args(argv)
@@ -258,7 +280,7 @@ def main(argv: list[str] | None = None) -> None:
         cfg["seeds"] = tuple(int(s) for s in a.seeds.split(","))
     if a.samples:
         cfg["samples"] = a.samples
-    res = run(a.out, root=a.root, cfg=cfg)
+    res = run(a.out, root=a.root, cfg=cfg, direction=a.direction)
     print(markdown(res, base_label="SmolLM2-135M-Instruct (no finetune)"))
     print(f"wall time {res['wall_s']:.0f} s; results in {a.out}/results.json")
 
