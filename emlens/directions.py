@@ -206,21 +206,42 @@ class Direction:
         return ((a * b).sum(-1) / (na * nb)).float()
 
     @staticmethod
-    def random_like(direction: "Direction", seed: int = 0) -> "Direction":
+    def random_like(direction: "Direction", seed: int = 0, match: Any = None) -> "Direction":
         """Gaussian vectors with the same per-layer norms (the papers' random baseline).
+
+        With ``match``, a stricter control: each layer's random vector has the same dot
+        product as the direction's with every row of ``match`` (it shares the direction's
+        component in their span) and is Gaussian in the rest, scaled so its norm is still
+        the direction's. Pass a model's mean activations (``emlens.collect_means(...).means``)
+        to get a random direction that removes or adds the same constant offset as the
+        direction: in models with outlier residual coordinates (SmolLM2: two coordinates
+        near 90 on every token at layer 15, against a median of 3) a plain Gaussian vector
+        projects onto the mean activation far more than a mean-difference direction does,
+        so ablating it shifts every token and is not a neutral control.
 
         Args:
             direction: the direction whose layers and per-layer norms to copy.
             seed: seed of the Gaussian draw; the same seed gives the same vectors.
+            match: optional ``[k, d_model]`` tensor (or one ``[d_model]`` vector): the
+                vectors whose dot products to keep.
 
         Returns:
             A Direction with ``metadata["method"] = "random"``, ``"random_seed"`` and
-            ``"random_like"`` (the method of the direction it imitates).
+            ``"random_like"`` (the method of the direction it imitates); with ``match``,
+            also ``"random_match"``: the number of vectors matched and the rank of their span.
+
+        Raises:
+            InputError: a non-integer seed, a ``match`` of the wrong width, or a direction
+                that lies (almost) inside the span of ``match``, leaving nothing to randomise.
 
         Example:
             >>> d = Direction(torch.randn(4, 8))
             >>> r = Direction.random_like(d, seed=1)
             >>> bool(torch.allclose(r.norms(), d.norms()))
+            True
+            >>> mu = torch.randn(3, 8)
+            >>> r = Direction.random_like(d, seed=1, match=mu)
+            >>> bool(torch.allclose(r.vectors @ mu.T, d.vectors @ mu.T, atol=1e-4))
             True
         """
         if not isinstance(direction, Direction):
@@ -229,10 +250,31 @@ class Direction:
             raise InputError(f"seed must be an integer, got {seed!r}")
         gen = torch.Generator().manual_seed(int(seed))
         r = torch.randn(direction.vectors.shape, generator=gen, dtype=torch.float64)
-        r = r / r.norm(dim=-1, keepdim=True) * direction.vectors.double().norm(dim=-1)[:, None]
+        norms = direction.vectors.double().norm(dim=-1)
+        extra: dict[str, Any] = {}
+        if match is None:
+            r = r / r.norm(dim=-1, keepdim=True) * norms[:, None]
+        else:
+            m = torch.as_tensor(match).detach().to("cpu", torch.float64)
+            m = m[None] if m.ndim == 1 else m
+            if m.ndim != 2 or m.shape[1] != direction.d_model or not len(m):
+                raise InputError(f"match must be [k, {direction.d_model}] (vectors of the "
+                                 f"direction's d_model), got shape {tuple(m.shape)}")
+            # an orthonormal basis of the span of ``match``, from its SVD
+            u, sv, vh = torch.linalg.svd(m, full_matrices=False)
+            basis = vh[sv > sv.max() * 1e-10]                      # [rank, d_model]
+            inside = direction.vectors.double() @ basis.T @ basis  # the part to keep
+            rest = (norms.pow(2) - inside.norm(dim=-1).pow(2)).clamp(min=0).sqrt()
+            flat = [direction.layers[i] for i in (rest <= 1e-6 * norms).nonzero().flatten()]
+            if flat:
+                raise InputError(f"the direction lies inside the span of `match` at layers "
+                                 f"{flat}: nothing is left to randomise; match fewer vectors")
+            r = r - r @ basis.T @ basis
+            r = inside + r / r.norm(dim=-1, keepdim=True) * rest[:, None]
+            extra["random_match"] = {"vectors": int(len(m)), "rank": int(len(basis))}
         return direction._derive(r.float(), drop=("normalized",), method="random",
                                  random_seed=int(seed),
-                                 random_like=direction.metadata.get("method"))
+                                 random_like=direction.metadata.get("method"), **extra)
 
     def _check_compatible(self, other: "Direction") -> None:
         if not isinstance(other, Direction):

@@ -206,6 +206,54 @@ def test_random_like_rejects_bad_arguments():
         Direction.random_like(_rand(), seed=1.5)
 
 
+
+def test_random_like_without_match_is_the_plain_scaled_gaussian():
+    # the numbers of every earlier random control stay reproducible
+    d = _rand(3, d=64, layers=[0, 1, 2]) * 3.0
+    g = torch.randn(3, 64, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    want = g / g.norm(dim=-1, keepdim=True) * d.vectors.double().norm(dim=-1, keepdim=True)
+    assert torch.equal(Direction.random_like(d, seed=4).vectors, want.float())
+
+
+def test_random_like_with_match_keeps_dot_products_and_norms():
+    """Against a plain least-squares reference: the matched vector's component in the span of
+    ``match`` is the direction's own projection there; the rest is random, of the norm
+    that keeps the total."""
+    d = _rand(2, d=128, layers=[5, 9], method="mean_diff") * 4.0
+    gen = torch.Generator().manual_seed(0)
+    mu = torch.randn(6, 128, generator=gen, dtype=torch.float64)
+    mu[:, 7] += 40.0       # an outlier coordinate shared by every "mean"
+    mu[3] = mu[0] - mu[1]  # a dependent row: the span has rank 5
+    r = Direction.random_like(d, seed=3, match=mu)
+    dv, rv = d.vectors.double(), r.vectors.double()
+    assert torch.allclose(rv @ mu.T, dv @ mu.T, atol=1e-3)
+    assert torch.allclose(r.norms(), d.norms(), rtol=1e-5)
+    inside = dv @ (torch.linalg.pinv(mu) @ mu)              # projection onto span(mu)
+    assert torch.allclose((rv - inside) @ mu.T, torch.zeros(2, 6, dtype=torch.float64),
+                          atol=1e-3)
+    # the random remainder is not the direction's own remainder, and differs by seed
+    rest_d, rest_r = dv - inside, rv - inside
+    cos = (rest_d * rest_r).sum(-1) / (rest_d.norm(dim=-1) * rest_r.norm(dim=-1))
+    assert cos.abs().max() < 0.4
+    r2 = Direction.random_like(d, seed=4, match=mu)
+    assert not torch.allclose(r2.vectors, r.vectors)
+    assert r.metadata["random_match"] == {"vectors": 6, "rank": 5}
+    # a plain Gaussian control projects onto the outlier-heavy means far more than this one
+    # can: here it shares the direction's (small) projections exactly
+    plain = Direction.random_like(d, seed=3).vectors.double()
+    assert (rv @ mu.T - dv @ mu.T).abs().max() < 1e-3 < (plain @ mu.T - dv @ mu.T).abs().max()
+    one = Direction.random_like(d, seed=3, match=mu[0])       # one vector is accepted
+    assert torch.allclose(one.vectors.double() @ mu[0], dv @ mu[0], atol=1e-3)
+
+
+def test_random_like_match_rejects_bad_input():
+    d = _rand(2, d=16, layers=[0, 1])
+    with pytest.raises(InputError, match=r"match must be \[k, 16\]"):
+        Direction.random_like(d, match=torch.ones(3, 8))
+    with pytest.raises(InputError, match="inside the span of `match` at layers \\[0, 1\\]"):
+        Direction.random_like(d, match=d.vectors)   # nothing left to randomise
+
+
 # =========================================================================== arithmetic
 
 
