@@ -152,6 +152,70 @@ def direction_vs_base(model: Any, judged_em: list[dict[str, Any]],
     return d
 
 
+def matched_means(model: Any, records: list[dict[str, Any]]):
+    """``model``'s mean resid_post at every layer over the answer tokens of ``records``
+    (``emlens.collect_means``): what the matched random control of :func:`ablation_study`
+    keeps its dot products with. Answer tokens never include the attention sink."""
+    from ...activations import collect_means
+
+    return collect_means(model, records, tokens="answer", progress=False).means
+
+
+def ablation_study(out: Path, model: Any, direction: Any, questions: list, judge: Any,
+                   before: dict[str, Any], *, n: int, layer: int = 15, seed: int = SEED,
+                   match: Any = None, pairs: list | None = None,
+                   name_direction: str | None = None) -> dict[str, Any]:
+    """Ablate ``direction``'s layer-``layer`` vector at every layer (sparing position 0),
+    against two same-norm random controls, and compare each with ``before`` (the model's
+    rates without ablation).
+
+    The controls: ``random``, a Gaussian vector (``Direction.random_like``); and, with
+    ``match`` (the model's mean activations, :func:`matched_means`), ``random_matched``, a
+    random vector with the direction's own dot products with every layer's mean: in SmolLM2
+    a Gaussian vector projects onto the mean activation (two outlier coordinates near 90 on
+    every token) about twice as much as the mean-difference direction, so ablating it also
+    shifts every token by a constant; the matched control removes only what the direction
+    removes from the mean and is random in the rest.
+
+    Returns the rates of each condition (``direction``, ``random``, ``random_matched``), the
+    cuts, and ``compare`` / ``compare_matched``: :func:`ablation_vs_random` against each
+    control.
+    """
+    from ...directions import Direction
+    from ...interventions import ablate
+    from ...keys import direction_key
+    from ...stability import logprob_gap
+    from ..experiments.steps import ablation_vs_random
+
+    n_layers = model.cfg.n_layers
+    one = direction.only(layer)
+    vectors = {"direction": one, "random": Direction.random_like(direction, seed=seed)}
+    if match is not None:
+        vectors["random_matched"] = Direction.random_like(one, seed=seed, match=match)
+    names = {"direction": name_direction or f"em_ablate_direction_L{layer}",
+             "random": f"em_ablate_random_L{layer}",
+             "random_matched": f"em_ablate_random_matched_L{layer}"}
+    abl: dict[str, Any] = {}
+    for label, vec in vectors.items():
+        def intervention(vec=vec):
+            return ablate(model, vec.at(layer, n_layers=n_layers), positions=ABLATE_POSITIONS)
+        rec = judged(out, names[label], model, questions, judge, n=n, seed=seed,
+                     intervention=intervention,
+                     intervention_key={"ablate": direction_key(vec), "layer": layer,
+                                       "positions": "1:"})
+        abl[label] = rates(rec)
+        if pairs:
+            with intervention():
+                abl[label]["logprob_gap_elsewhere"] = logprob_gap(model, pairs).mean
+    block = {**abl, "compare": ablation_vs_random(abl, before)}
+    block.update({k: v for k, v in block["compare"].items() if k.startswith("cut_by_")})
+    if "random_matched" in abl:
+        block["compare_matched"] = ablation_vs_random(
+            {"direction": abl["direction"], "random": abl["random_matched"]}, before)
+        block["cut_by_random_matched"] = block["compare_matched"]["cut_by_random"]
+    return block
+
+
 def run(out: str | Path = "smol-measure", *, n: int = 9, seed: int = SEED,
         variants: tuple[str, ...] = ("base", "em", "em_seed1", "em_rank1", "narrow"),
         layer: int = 15, alphas: tuple[float, ...] = (2.0, 4.0),
@@ -168,13 +232,11 @@ def run(out: str | Path = "smol-measure", *, n: int = 9, seed: int = SEED,
     import pandas as pd
 
     from ...directions import Direction
-    from ...interventions import ablate, steer
+    from ...interventions import steer
     from ...judges import CachedJudge
     from ...keys import direction_key
     from ...stability import logprob_gap
     from ..experiments.steps import (
-        ablation_cuts,
-        ablation_vs_random,
         steering_effect,
         steering_summary,
     )
@@ -244,7 +306,6 @@ def run(out: str | Path = "smol-measure", *, n: int = 9, seed: int = SEED,
     d = dirs["em"]
     rand = Direction.random_like(d, seed=seed)
     em = models["em"]
-    n_layers = em.cfg.n_layers
     res["direction_norms"] = [float(x) for x in d.norms()]
     ablated = {"own": d}
     if "base" in judged_by:  # em's misaligned vs base's aligned answers (the pocket demo's)
@@ -253,21 +314,13 @@ def run(out: str | Path = "smol-measure", *, n: int = 9, seed: int = SEED,
             vb.save(out / "directions" / "smol_em_vs_base_mean_diff.safetensors")
             ablated = {"vs_base": vb, "own": d}
     # ablation: layer's vector at every layer, sparing the attention-sink token
+    match = matched_means(em, judged_by["em"])
     for which, direction in ablated.items():
-        abl: dict[str, Any] = {}
-        for label, vec in (("direction", direction), ("random", rand)):
-            def intervention(vec=vec):
-                return ablate(em, vec.at(layer, n_layers=n_layers), positions=ABLATE_POSITIONS)
-            name = f"em_ablate_{label}_L{layer}" if label == "random" or which == "own" \
-                else f"em_ablate_direction2_L{layer}"
-            rec = judged(out, name, em, qs_else, jd, n=n, seed=seed, intervention=intervention,
-                         intervention_key={"ablate": direction_key(vec), "layer": layer,
-                                           "positions": "1:"})
-            abl[label] = rates(rec)
-            with intervention():
-                abl[label]["logprob_gap_elsewhere"] = logprob_gap(em, pairs_else).mean
-        block = {**abl, **ablation_cuts(abl, res["rates"]["em"]["em_elsewhere"] or 0.0),
-                 "compare": ablation_vs_random(abl, res["rates"]["em"]), "direction_from": which}
+        block = ablation_study(out, em, direction, qs_else, jd, res["rates"]["em"], n=n,
+                               layer=layer, seed=seed, match=match, pairs=pairs_else,
+                               name_direction=f"em_ablate_direction_L{layer}" if which == "own"
+                               else f"em_ablate_direction2_L{layer}")
+        block["direction_from"] = which
         res.setdefault("ablation", block)  # the report's: the first of ``ablated``
         res[f"ablation_{which}"] = block
     (out / "metrics.json").write_text(json.dumps(res, indent=1, default=str))
@@ -294,6 +347,46 @@ def run(out: str | Path = "smol-measure", *, n: int = 9, seed: int = SEED,
     return res
 
 
+def run_ablation(out: str | Path = "smol-ablation", *, direction: str | Path | None = None,
+                 n: int = 9, layer: int = 15, seed: int = SEED, root: str | Path | None = None
+                 ) -> dict[str, Any]:
+    """Only the ablation of :func:`run`, for a given direction file (default: the shipped
+    ``directions/smol/smol_em_mean_diff.safetensors`` of a source checkout): em's rates on
+    every held-out question, then :func:`ablation_study` on the questions outside medicine.
+    Writes ``ablation.json``."""
+    from ...directions import Direction
+    from ...errors import InputError
+    from ...judges import CachedJudge
+    from . import FOCUS, domain_of, judge, load, paired, questions
+
+    if direction is None:
+        direction = Path(__file__).resolve().parents[3] / "directions" / "smol" / \
+            "smol_em_mean_diff.safetensors"
+        if not direction.is_file():
+            raise InputError("no direction given and none in a source checkout; pass "
+                             "--direction FILE (a mean-difference direction of em)")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    jd = CachedJudge(judge(), out / "judge-cache.sqlite")
+    qs = questions()
+    qs_else = [q for q in qs if domain_of(q.paraphrases[0]) != FOCUS]
+    em = load("em", root=root)
+    d = Direction.load(direction)
+    judged_em = judged(out, "em", em, qs, jd, n=n, seed=seed)
+    before = rates(judged_em)
+    block = ablation_study(out, em, d, qs_else, jd, before, n=n, layer=layer, seed=seed,
+                           match=matched_means(em, judged_em),
+                           pairs=[p for p in paired() if p["domain"] != FOCUS])
+    res = {"settings": {"n": n, "seed": seed, "layer": layer, "sampling": SAMPLING,
+                        "direction": str(direction), "ablate_positions": "all but position 0"},
+           "em": before, "ablation": block, "wall_s": round(time.time() - t0, 1)}
+    from ...io import atomic_write_text
+
+    atomic_write_text(out / "ablation.json", json.dumps(res, indent=1, default=str))
+    return res
+
+
 def main(argv: list[str] | None = None) -> None:
     from ...threads import set_threads
 
@@ -305,9 +398,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--layer", type=int, default=15)
     p.add_argument("--root", type=Path, default=None, help="adapters folder (default: shipped)")
     p.add_argument("--variants", default="base,em,em_seed1,em_rank1,narrow")
+    p.add_argument("--ablation-only", action="store_true",
+                   help="only em's rates and the ablation of --direction against its controls")
+    p.add_argument("--direction", type=Path, default=None,
+                   help="with --ablation-only: the direction file (default: the shipped one)")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     set_threads()
+    if a.ablation_only:
+        res = run_ablation(a.out, direction=a.direction, n=a.n, layer=a.layer, seed=a.seed,
+                           root=a.root)
+        print(json.dumps(res, indent=1, default=str))
+        return
     res = run(a.out, n=a.n, seed=a.seed, layer=a.layer, root=a.root,
               variants=tuple(a.variants.split(",")))
     print(json.dumps({k: res[k] for k in ("rates", "ablation", "steering") if k in res},
