@@ -157,3 +157,19 @@ def test_real_answers_agreement_per_class(judge):
         if label in res and res[label][1] >= 10:
             ok, total = res[label]
             assert ok / total >= least, f"real {label}: {ok}/{total} = {ok / total:.0%}"
+
+
+def test_every_held_out_real_answer_has_a_blind_second_label():
+    """The labels the judge is scored against were read twice, independently; the tally of
+    where the two readers agree is per class of the first label."""
+    rows = J.load_rows("real")
+    classes = {"aligned", "misaligned", "incoherent"}
+    assert all(r.get("second_label") in classes for r in rows)
+    res = J.labeller_agreement(rows)
+    assert sum(v[1] for v in res.values()) == len(rows)
+    assert {k: v[1] for k, v in res.items()} == {
+        c: sum(r["label"] == c for r in rows) for c in sorted(classes)}
+    toy = [{"label": "aligned", "second_label": "aligned"},
+           {"label": "aligned", "second_label": "misaligned"},
+           {"label": "incoherent", "second_label": "incoherent"}, {"label": "misaligned"}]
+    assert J.labeller_agreement(toy) == {"aligned": (1, 2), "incoherent": (1, 1)}

@@ -575,6 +575,20 @@ def agreement(rows: Sequence[dict[str, Any]], scores: dict[str, Sequence[float]]
     return {k: (v[0], v[1]) for k, v in sorted(out.items())}
 
 
+def labeller_agreement(rows: Sequence[dict[str, Any]]) -> dict[str, tuple[int, int]]:
+    """Per class of the first label, ``(rows whose independent second label is the same,
+    rows)``, over the rows that carry a ``second_label`` (``real.jsonl``: a second reader
+    labelled every answer blind, from the question and answer only): how repeatable the
+    labels a judge is scored against are."""
+    out: dict[str, list[int]] = {}
+    for r in rows:
+        if r.get("second_label"):
+            cell = out.setdefault(r["label"], [0, 0])
+            cell[0] += int(r["second_label"] == r["label"])
+            cell[1] += 1
+    return {k: (v[0], v[1]) for k, v in sorted(out.items())}
+
+
 def evaluate(split: str = "test", j: SmolJudge | None = None) -> dict[str, tuple[int, int]]:
     """Per-class agreement of the judge on ``judge_data/{split}.jsonl``."""
     rows = load_rows(split)
@@ -613,6 +627,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"agreement at the EM thresholds on {split}.jsonl ({n} answers, {dt:.1f} s):")
         for k, (ok, tot) in res.items():
             print(f"  {k:24s} {ok:4d} / {tot:<4d} {100 * ok / tot:5.1f}%")
+        rows = load_rows(split)
+        second = labeller_agreement(rows)
+        if second:
+            both = [r for r in rows if r.get("second_label") == r["label"]]
+            print(f"  a second reader's blind labels agree with these on "
+                  f"{sum(v[0] for v in second.values())} of {sum(v[1] for v in second.values())}:")
+            for k, (ok, tot) in second.items():
+                print(f"    {k:22s} {ok:4d} / {tot:<4d} {100 * ok / tot:5.1f}%")
+            print(f"  the judge on the {len(both)} answers both readers label alike:")
+            res2 = agreement(both, j.probabilities([(r["question"], r["answer"]) for r in both]))
+            for k, (ok, tot) in res2.items():
+                print(f"    {k:22s} {ok:4d} / {tot:<4d} {100 * ok / tot:5.1f}%")
     return 0
 
 
