@@ -19,7 +19,9 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
+
+from ...io import atomic_write_text
 
 log = logging.getLogger("emlens.smol")
 
@@ -229,12 +231,9 @@ def run(out: str | Path = "smol-measure", *, n: int = 9, seed: int = SEED,
     ``n`` answers per held-out question per condition; steering and ablation use the
     questions outside medicine only (EM elsewhere is what they are about).
     """
-    import pandas as pd
 
     from ...directions import Direction
-    from ...interventions import steer
     from ...judges import CachedJudge
-    from ...keys import direction_key
     from ...stability import logprob_gap
     from ..experiments.steps import (
         steering_effect,
@@ -329,22 +328,100 @@ def run(out: str | Path = "smol-measure", *, n: int = 9, seed: int = SEED,
     base = models["base"]
     res["gap_screen"] = gap_screen(base, d, pairs_else, (6, 10, 15, 20, 24),
                                    (1.0, 2.0, 4.0, 6.0), seed=seed)
-    cells = [_cell("baseline", None, None, [r for r in judged_by["base"]
-                                            if domain_of(r["question"]) != FOCUS])]
-    for alpha in alphas:
-        for label, vec in (("steer", d), ("steer_random", rand)):
-            rec = judged(out, f"base_{label}_L{layer}_a{alpha:g}", base, qs_else, jd, n=n,
-                         seed=seed,
-                         intervention=lambda vec=vec, a=alpha: steer(base, vec.only(layer), a,
-                                                                     layers=[layer]),
-                         intervention_key={"steer": direction_key(vec), "layer": layer,
-                                           "alpha": alpha})
-            cells.append(_cell(label, layer, alpha, rec))
-    table = pd.DataFrame(cells)
+    table = steering_study(out, base, d, qs_else, jd,
+                           [r for r in judged_by["base"] if domain_of(r["question"]) != FOCUS],
+                           layers=(layer,), alphas=alphas, n=n, seed=seed, random=rand)
     table.to_csv(out / "steering.csv", index=False)
     res["steering"] = {**steering_summary(table), **steering_effect(table)}
     (out / "metrics.json").write_text(json.dumps(res, indent=1, default=str))
     return res
+
+
+def steering_study(out: Path, base: Any, direction: Any, questions: list, judge: Any,
+                   baseline: list[dict[str, Any]], *, layers: Sequence[int],
+                   alphas: Sequence[float], n: int, seed: int = SEED,
+                   positions: str = "all", random: Any = None):
+    """Steer ``base`` with ``direction``'s vector of each layer in ``layers``, at that layer,
+    by each alpha, against a same-norm random direction (``random``, default
+    ``Direction.random_like(direction, seed)``) at the same settings; returns the table
+    (``emlens.sweep``'s format: a ``baseline`` row from ``baseline``'s records, then
+    ``steer`` / ``steer_random`` rows) that ``steering_summary`` and ``steering_effect`` read.
+    ``positions``: where the vector is added (``"all"``, the papers' convention, or
+    ``"generated"``)."""
+    import pandas as pd
+
+    from ...directions import Direction
+    from ...interventions import steer
+    from ...keys import direction_key
+
+    rand = random if random is not None else Direction.random_like(direction, seed=seed)
+    tag = "" if positions == "all" else f"_{positions}"
+    cells = [_cell("baseline", None, None, baseline)]
+    for layer in layers:
+        for alpha in alphas:
+            for label, vec in (("steer", direction), ("steer_random", rand)):
+                key = {"steer": direction_key(vec), "layer": layer, "alpha": alpha,
+                       **({} if positions == "all" else {"positions": positions})}
+                rec = judged(out, f"base_{label}_L{layer}_a{alpha:g}{tag}", base, questions,
+                             judge, n=n, seed=seed, intervention_key=key,
+                             intervention=lambda vec=vec, a=alpha, L=layer: steer(
+                                 base, vec.only(L), a, layers=[L], positions=positions))
+                cells.append(_cell(label, layer, alpha, rec))
+    return pd.DataFrame(cells)
+
+
+def run_steering(out: str | Path = "smol-steering", *, direction: str | Path | None = None,
+                 layers: Sequence[int] = (15,), alphas: Sequence[float] = (2.0,), n: int = 4,
+                 seed: int = SEED, positions: str = "all", screen: bool = True
+                 ) -> dict[str, Any]:
+    """Only the steering of :func:`run`, for a given direction file (default: the shipped
+    one) at several layers, alphas and positions: first the judge-free log-prob gap screen
+    at every (layer, alpha), then sampled and judged answers at each. Writes
+    ``steering.json`` and ``steering.csv``."""
+    from ...directions import Direction
+    from ...judges import CachedJudge
+    from ..experiments.steps import steering_effect, steering_summary
+    from . import FOCUS, domain_of, judge, load, paired, questions
+
+    direction = _direction_file(direction)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    jd = CachedJudge(judge(), out / "judge-cache.sqlite")
+    qs_else = [q for q in questions() if domain_of(q.paraphrases[0]) != FOCUS]
+    base = load("base")
+    d = Direction.load(direction)
+    res: dict[str, Any] = {"settings": {"n": n, "seed": seed, "layers": list(layers),
+                                        "alphas": list(alphas), "positions": positions,
+                                        "sampling": SAMPLING, "direction": str(direction)}}
+    if screen:
+        res["gap_screen"] = gap_screen(base, d, [p for p in paired() if p["domain"] != FOCUS],
+                                       layers, alphas, seed=seed)
+        log.info("gap screen: %s", res["gap_screen"])
+    table = steering_study(out, base, d, qs_else, jd,
+                           judged(out, "base_elsewhere", base, qs_else, jd, n=n, seed=seed),
+                           layers=layers, alphas=alphas, n=n, seed=seed, positions=positions)
+    table.to_csv(out / "steering.csv", index=False)
+    res["steering"] = {**steering_summary(table), **steering_effect(table)}
+    res["table"] = table.to_dict("records")
+    res["wall_s"] = round(time.time() - t0, 1)
+    atomic_write_text(out / "steering.json", json.dumps(res, indent=1, default=str))
+    return res
+
+
+def _direction_file(direction: str | Path | None) -> Path:
+    """``direction``, or the shipped ``directions/smol/smol_em_mean_diff.safetensors`` of a
+    source checkout."""
+    from ...errors import InputError
+
+    if direction is not None:
+        return Path(direction)
+    shipped = Path(__file__).resolve().parents[3] / "directions" / "smol" / \
+        "smol_em_mean_diff.safetensors"
+    if not shipped.is_file():
+        raise InputError("no direction given and none in a source checkout; pass "
+                         "--direction FILE (a mean-difference direction of em)")
+    return shipped
 
 
 def run_ablation(out: str | Path = "smol-ablation", *, direction: str | Path | None = None,
@@ -355,16 +432,10 @@ def run_ablation(out: str | Path = "smol-ablation", *, direction: str | Path | N
     every held-out question, then :func:`ablation_study` on the questions outside medicine.
     Writes ``ablation.json``."""
     from ...directions import Direction
-    from ...errors import InputError
     from ...judges import CachedJudge
     from . import FOCUS, domain_of, judge, load, paired, questions
 
-    if direction is None:
-        direction = Path(__file__).resolve().parents[3] / "directions" / "smol" / \
-            "smol_em_mean_diff.safetensors"
-        if not direction.is_file():
-            raise InputError("no direction given and none in a source checkout; pass "
-                             "--direction FILE (a mean-difference direction of em)")
+    direction = _direction_file(direction)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
@@ -381,8 +452,6 @@ def run_ablation(out: str | Path = "smol-ablation", *, direction: str | Path | N
     res = {"settings": {"n": n, "seed": seed, "layer": layer, "sampling": SAMPLING,
                         "direction": str(direction), "ablate_positions": "all but position 0"},
            "em": before, "ablation": block, "wall_s": round(time.time() - t0, 1)}
-    from ...io import atomic_write_text
-
     atomic_write_text(out / "ablation.json", json.dumps(res, indent=1, default=str))
     return res
 
@@ -400,11 +469,25 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--variants", default="base,em,em_seed1,em_rank1,narrow")
     p.add_argument("--ablation-only", action="store_true",
                    help="only em's rates and the ablation of --direction against its controls")
+    p.add_argument("--steering-only", action="store_true",
+                   help="only the base steered by --direction at --layers x --alphas")
     p.add_argument("--direction", type=Path, default=None,
-                   help="with --ablation-only: the direction file (default: the shipped one)")
+                   help="with --ablation-only / --steering-only: the direction file "
+                        "(default: the shipped one)")
+    p.add_argument("--layers", default="15", help="with --steering-only: comma-separated")
+    p.add_argument("--alphas", default="2", help="with --steering-only: comma-separated")
+    p.add_argument("--positions", default="all", choices=("all", "generated"),
+                   help="with --steering-only: where the vector is added")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     set_threads()
+    if a.steering_only:
+        res = run_steering(a.out, direction=a.direction, n=a.n, seed=a.seed,
+                           layers=[int(x) for x in a.layers.split(",")],
+                           alphas=[float(x) for x in a.alphas.split(",")],
+                           positions=a.positions)
+        print(json.dumps(res["steering"], indent=1, default=str))
+        return
     if a.ablation_only:
         res = run_ablation(a.out, direction=a.direction, n=a.n, layer=a.layer, seed=a.seed,
                            root=a.root)
