@@ -45,6 +45,7 @@ VARIANTS: dict[str, str | None] = {
     "em_seed1": "em_seed1",
     "em_rank1": "em_rank1",
     "narrow": "narrow",
+    "narrow_kl10": "narrow_kl10",
 }
 
 
