@@ -223,3 +223,45 @@ def test_comparison_reuses_a_seed_measured_in_another_run(tmp_path, monkeypatch)
         pair((1,), {"n_norms": 3})  # a changed grid is never mixed with the stored one
     with pytest.raises(Exception, match="delete the folder"):
         pair((1,), sha={"general": "g2", "narrow": "n1"})  # nor a retrained solution
+
+
+def test_two_ablated_directions_share_the_gaussian_control_and_not_the_rest(tmp_path,
+                                                                            monkeypatch):
+    """measure.run ablates two directions of em: their own conditions and their matched
+    controls (which depend on the direction) go to different keyed folders, the Gaussian
+    control to one folder with one key (a second direction's random vector under the same
+    name was refused by the run directory's keys: the bug this guards)."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from emlens.directions import Direction
+    from emlens.organisms.smol import measure as M
+
+    seen: dict[str, list] = {}
+
+    def fake_judged(out, name, model, questions, judge, *, n, seed, intervention,
+                    intervention_key):
+        seen.setdefault(name, []).append(intervention_key)
+        return []
+
+    monkeypatch.setattr(M, "judged", fake_judged)
+    monkeypatch.setattr(M, "rates", lambda rec: {"em_elsewhere": 0.1, "n_elsewhere": 10})
+    model = SimpleNamespace(cfg=SimpleNamespace(n_layers=4))
+    g = torch.Generator().manual_seed(0)
+    d1 = Direction(torch.randn(4, 8, generator=g), layers=[0, 1, 2, 3])
+    d2 = Direction(torch.randn(4, 8, generator=g), layers=[0, 1, 2, 3])
+    rand = Direction.random_like(d1, seed=0)
+    means = torch.randn(4, 8, generator=g)
+    before = {"em_elsewhere": 0.2, "n_elsewhere": 10}
+    for d, tag in ((d2, "2"), (d1, "")):
+        block = M.ablation_study(tmp_path, model, d, [], None, before, n=1, layer=2,
+                                 match=means, random=rand, tag=tag)
+        assert set(block) >= {"direction", "random", "random_matched", "compare",
+                              "compare_matched", "cut_by_random_matched"}
+    assert sorted(seen) == ["em_ablate_direction2_L2", "em_ablate_direction_L2",
+                            "em_ablate_random_L2", "em_ablate_random_matched2_L2",
+                            "em_ablate_random_matched_L2"]
+    a, b = seen["em_ablate_random_L2"]
+    assert a == b  # one Gaussian control, one key: reused, never refused
+    assert all(len(v) == 1 for k, v in seen.items() if k != "em_ablate_random_L2")

@@ -165,8 +165,8 @@ def matched_means(model: Any, records: list[dict[str, Any]]):
 
 def ablation_study(out: Path, model: Any, direction: Any, questions: list, judge: Any,
                    before: dict[str, Any], *, n: int, layer: int = 15, seed: int = SEED,
-                   match: Any = None, pairs: list | None = None,
-                   name_direction: str | None = None) -> dict[str, Any]:
+                   match: Any = None, pairs: list | None = None, random: Any = None,
+                   tag: str = "") -> dict[str, Any]:
     """Ablate ``direction``'s layer-``layer`` vector at every layer (sparing position 0),
     against two same-norm random controls, and compare each with ``before`` (the model's
     rates without ablation).
@@ -178,6 +178,10 @@ def ablation_study(out: Path, model: Any, direction: Any, questions: list, judge
     every token) about twice as much as the mean-difference direction, so ablating it also
     shifts every token by a constant; the matched control removes only what the direction
     removes from the mean and is random in the rest.
+
+    ``random``: the Gaussian control (default ``Direction.random_like(direction, seed)``),
+    so that several directions can share one. ``tag`` is appended to the folder names of
+    the direction and of the matched control, which depend on the direction.
 
     Returns the rates of each condition (``direction``, ``random``, ``random_matched``), the
     cuts, and ``compare`` / ``compare_matched``: :func:`ablation_vs_random` against each
@@ -191,12 +195,13 @@ def ablation_study(out: Path, model: Any, direction: Any, questions: list, judge
 
     n_layers = model.cfg.n_layers
     one = direction.only(layer)
-    vectors = {"direction": one, "random": Direction.random_like(direction, seed=seed)}
+    vectors = {"direction": one, "random": random if random is not None
+               else Direction.random_like(direction, seed=seed)}
     if match is not None:
         vectors["random_matched"] = Direction.random_like(one, seed=seed, match=match)
-    names = {"direction": name_direction or f"em_ablate_direction_L{layer}",
+    names = {"direction": f"em_ablate_direction{tag}_L{layer}",
              "random": f"em_ablate_random_L{layer}",
-             "random_matched": f"em_ablate_random_matched_L{layer}"}
+             "random_matched": f"em_ablate_random_matched{tag}_L{layer}"}
     abl: dict[str, Any] = {}
     for label, vec in vectors.items():
         def intervention(vec=vec):
@@ -317,8 +322,7 @@ def run(out: str | Path = "smol-measure", *, n: int = 9, seed: int = SEED,
     for which, direction in ablated.items():
         block = ablation_study(out, em, direction, qs_else, jd, res["rates"]["em"], n=n,
                                layer=layer, seed=seed, match=match, pairs=pairs_else,
-                               name_direction=f"em_ablate_direction_L{layer}" if which == "own"
-                               else f"em_ablate_direction2_L{layer}")
+                               random=rand, tag="" if which == "own" else "2")
         block["direction_from"] = which
         res.setdefault("ablation", block)  # the report's: the first of ``ablated``
         res[f"ablation_{which}"] = block
