@@ -265,3 +265,14 @@ def test_two_ablated_directions_share_the_gaussian_control_and_not_the_rest(tmp_
     a, b = seen["em_ablate_random_L2"]
     assert a == b  # one Gaussian control, one key: reused, never refused
     assert all(len(v) == 1 for k, v in seen.items() if k != "em_ablate_random_L2")
+
+
+def test_the_shipped_direction_is_found_in_one_place():
+    """compare and measure default to the same file: the em direction a checkout ships."""
+    from emlens.directions import Direction
+    from emlens.organisms import smol
+    from emlens.organisms.smol import measure as M
+
+    assert M._direction_file(None) == smol.REPO_DIRECTION
+    assert Direction.load(smol.REPO_DIRECTION).d_model == 576
+    assert M._direction_file("x.safetensors") == Path("x.safetensors")

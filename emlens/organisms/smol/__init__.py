@@ -33,7 +33,7 @@ from . import judge as _judge_module  # noqa: E402,F401  isort: skip
 
 __all__ = ["VARIANTS", "FOCUS", "INSTALL", "SmolUnavailable", "base_dir", "gguf_path",
            "weights_dir", "data_dir", "paths", "load", "questions", "paired", "domain_of", "DOMAINS",
-           "judge", "pretraining_texts", "medical_data", "kl_data"]
+           "judge", "pretraining_texts", "medical_data", "kl_data", "REPO_DIRECTION"]
 
 #: the domain the EM finetunes are trained in (misaligned medical answers only)
 FOCUS = "medical"
@@ -52,6 +52,12 @@ VARIANTS: dict[str, str | None] = {
 def weights_dir() -> Path:
     """The directory holding the shipped adapters."""
     return Path(str(resources.files(__name__) / "weights"))
+
+
+#: em's mean-difference direction as a source checkout ships it (``directions/smol/``, beside
+#: the package; an installed wheel has no such folder)
+REPO_DIRECTION = Path(__file__).resolve().parents[3] / "directions" / "smol" / \
+    "smol_em_mean_diff.safetensors"
 
 
 def data_dir() -> Path:

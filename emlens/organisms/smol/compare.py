@@ -159,11 +159,6 @@ def _pair_metrics(out: Path, kind: str, seed: int, sols: dict, models: dict, sha
     return res
 
 
-#: em's mean-difference direction in a source checkout (absent from an installed wheel)
-REPO_DIRECTION = Path(__file__).resolve().parents[3] / "directions" / "smol" / \
-    "smol_em_mean_diff.safetensors"
-
-
 def run(out: str | Path = "smol-compare", *, root: str | Path | None = None,
         cfg: dict[str, Any] | None = None, direction: str | Path | None = None
         ) -> dict[str, Any]:
@@ -176,7 +171,7 @@ def run(out: str | Path = "smol-compare", *, root: str | Path | None = None,
     from ...directions import Direction
     from ...judges import CachedJudge
     from ...stability import LoraSolution
-    from . import judge, load, questions, weights_dir
+    from . import REPO_DIRECTION, judge, load, questions, weights_dir
     from .measure import judged, rates
 
     cfg = {**CONFIG, **(cfg or {})}

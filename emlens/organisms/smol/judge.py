@@ -621,22 +621,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         x for x in ("test", "real") if (DATA_DIR / f"{x}.jsonl").is_file()]
     for split in splits:
         t = time.perf_counter()
-        res = evaluate(split, j)
+        rows = load_rows(split)
+        probs = j.probabilities([(r["question"], r["answer"]) for r in rows])
+        res = agreement(rows, probs)
         dt = time.perf_counter() - t
         n = sum(v[1] for k, v in res.items() if "/" not in k)
         print(f"agreement at the EM thresholds on {split}.jsonl ({n} answers, {dt:.1f} s):")
         for k, (ok, tot) in res.items():
             print(f"  {k:24s} {ok:4d} / {tot:<4d} {100 * ok / tot:5.1f}%")
-        rows = load_rows(split)
         second = labeller_agreement(rows)
         if second:
-            both = [r for r in rows if r.get("second_label") == r["label"]]
+            keep = [i for i, r in enumerate(rows) if r.get("second_label") == r["label"]]
             print(f"  a second reader's blind labels agree with these on "
                   f"{sum(v[0] for v in second.values())} of {sum(v[1] for v in second.values())}:")
             for k, (ok, tot) in second.items():
                 print(f"    {k:22s} {ok:4d} / {tot:<4d} {100 * ok / tot:5.1f}%")
-            print(f"  the judge on the {len(both)} answers both readers label alike:")
-            res2 = agreement(both, j.probabilities([(r["question"], r["answer"]) for r in both]))
+            print(f"  the judge on the {len(keep)} answers both readers label alike:")
+            res2 = agreement([rows[i] for i in keep],
+                             {m: [v[i] for i in keep] for m, v in probs.items()})
             for k, (ok, tot) in res2.items():
                 print(f"    {k:22s} {ok:4d} / {tot:<4d} {100 * ok / tot:5.1f}%")
     return 0

@@ -417,15 +417,14 @@ def _direction_file(direction: str | Path | None) -> Path:
     """``direction``, or the shipped ``directions/smol/smol_em_mean_diff.safetensors`` of a
     source checkout."""
     from ...errors import InputError
+    from . import REPO_DIRECTION
 
     if direction is not None:
         return Path(direction)
-    shipped = Path(__file__).resolve().parents[3] / "directions" / "smol" / \
-        "smol_em_mean_diff.safetensors"
-    if not shipped.is_file():
+    if not REPO_DIRECTION.is_file():
         raise InputError("no direction given and none in a source checkout; pass "
                          "--direction FILE (a mean-difference direction of em)")
-    return shipped
+    return REPO_DIRECTION
 
 
 def run_ablation(out: str | Path = "smol-ablation", *, direction: str | Path | None = None,
