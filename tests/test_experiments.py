@@ -372,3 +372,37 @@ def test_held_out_projections_project_answers_the_direction_never_saw():
     first = float(collect_means(em, [mis_out[0]], layers=[layer], batch_size=1).mean(layer).float() @ v)
     got = t[(t["label"] == "mis") & (t["record"] == 0) & (t["layer"] == layer)]["projection"]
     assert float(got.iloc[0]) == pytest.approx(first, rel=1e-5)
+
+
+def test_report_shows_the_matched_random_control_and_says_when_no_cosine_exists():
+    """smol's ablation has a second control (a random vector matched on the mean
+    activations); the report gives it a row, the summary line and the reading name it, and
+    a run with no second finetune says so instead of printing an empty cosine line."""
+    from emlens.organisms.experiments.steps import ablation_vs_random
+
+    s = _summary()
+    t = s["rates"]["ft"]
+    before = {"em_elsewhere": 0.4, "n_elsewhere": 200, "em_elsewhere_ci": [0.33, 0.47]}
+    s["rates"]["ft"] = {**t, **before}
+    d = {"em_elsewhere": 0.1, "n_elsewhere": 200, "em_elsewhere_ci": [0.07, 0.15]}
+    rnd = {"em_elsewhere": 0.2, "n_elsewhere": 200, "em_elsewhere_ci": [0.15, 0.26]}
+    matched = {"em_elsewhere": 0.38, "n_elsewhere": 200, "em_elsewhere_ci": [0.31, 0.45]}
+    s["ablation"] = {"direction": d, "random": rnd, "random_matched": matched,
+                     "compare": ablation_vs_random({"direction": d, "random": rnd}, before),
+                     "compare_matched": ablation_vs_random({"direction": d, "random": matched},
+                                                           before)}
+    s["cosine_at_best_layer"] = {}
+    vs_m = s["ablation"]["compare_matched"]["vs_random"]
+    assert vs_m["effect"] == "lowers" and vs_m["difference"] == pytest.approx(-0.28)
+    page = summary_html(s, LABELS)
+    row = page.split("against a random vector matched on ft's mean activations")[1]
+    row = row.split("</tr>")[0]
+    assert "38%" in row and "-28" in row, row
+    lines = summary_lines(s, LABELS, "/tmp/out")
+    assert lines[4].endswith("-> 10% (random direction: -> 20%; random matched on the mean "
+                             "activations: -> 38%)")
+    assert lines[5] == ("cosine with the ft direction at layer 1: none to compute (no finetune "
+                        "besides ft gave a direction in this run)")
+    assert lines[6].startswith("finished in") and lines[7:] == readings(s, LABELS)
+    ablate = next(t for t in lines[7:] if t.startswith("ablation:"))
+    assert "matched on ft's mean activations" in ablate and "a change of 5% of the level" in ablate

@@ -244,6 +244,14 @@ def _reading_ablation(s: Mapping[str, Any], labels: ReportLabels) -> str:
     if not _missing(cut_r) and abs(cut_r) >= 0.10:
         rand_note = (f" The random direction itself moved EM {'down' if cut_r > 0 else 'up'} "
                      f"by {abs(cut_r):.0%} of its level, more than the papers' under 10%.")
+    if ab.get("random_matched") and ab.get("compare_matched"):
+        rm, cm = ab["random_matched"], ab["compare_matched"]
+        cut_m = cm.get("cut_by_random")
+        rand_note += (f" A random vector matched on {ft}'s mean activations (same norm, same "
+                      f"dot product with the mean activation at every layer) gives "
+                      f"{_fmt(rm.get('em_elsewhere'), rm.get('em_elsewhere_ci'), rm.get('n_elsewhere'))}"
+                      + ("" if _missing(cut_m) else f", a change of {abs(cut_m):.0%} of the level")
+                      + f"; direction - matched random {_pts(cm['vs_random'])}.")
     if vs.get("effect") == "lowers":
         return (f"ablation: removing {ft}'s layer-{s['best_layer']} direction cuts EM outside "
                 f"{fp} from {b_txt} to {d_txt} vs a same-norm random direction {r_txt}: "
@@ -338,6 +346,14 @@ def summary_html(s: Mapping[str, Any], labels: ReportLabels) -> str:
                       ab["random"].get("n_elsewhere")),
                  (html.escape(_pts(cmp)) + (" (no effect)" if cmp.get("effect") == "none"
                                             else "")) if cmp else ""])
+    if ab.get("random_matched"):  # a random control matched on the mean activations
+        cmp_m = (ab.get("compare_matched") or {}).get("vs_random", {})
+        rm = ab["random_matched"]
+        rows.append([f"the same ablation, against a random vector matched on {labels.finetune}'s "
+                     f"mean activations", "",
+                     _pct(rm["em_elsewhere"], rm.get("em_elsewhere_ci"), rm.get("n_elsewhere")),
+                     (html.escape(_pts(cmp_m)) + (" (no effect)" if cmp_m.get("effect") == "none"
+                                                  else "")) if cmp_m else ""])
     interventions = _table(["intervention", f"EM outside {fp}", "same-norm random direction",
                             "difference (direction - random), 95% interval"], rows)
     d_model = m["d_model"]
@@ -391,10 +407,15 @@ def summary_lines(s: Mapping[str, Any], labels: ReportLabels, out: str | Path) -
         + ("" if _missing(n_ab) else f" (n={int(n_ab)} answers per condition)")
         + f": EM outside {fp} {_fmt(r[ft].get('em_elsewhere'), r[ft].get('em_elsewhere_ci'))}"
         f" -> {_fmt(s['ablation']['direction']['em_elsewhere'])}"
-        f" (random direction: -> {_fmt(s['ablation']['random']['em_elsewhere'])})",
+        f" (random direction: -> {_fmt(s['ablation']['random']['em_elsewhere'])}"
+        + (f"; random matched on the mean activations: -> "
+           f"{_fmt(s['ablation']['random_matched']['em_elsewhere'])}"
+           if s["ablation"].get("random_matched") else "") + ")",
         "cosine with the {} direction at layer {}: {}".format(
             ft, s["best_layer"],
-            ", ".join(f"{k} {v:.2f}" for k, v in s["cosine_at_best_layer"].items())),
+            ", ".join(f"{k} {v:.2f}" for k, v in s["cosine_at_best_layer"].items())
+            if s.get("cosine_at_best_layer") else f"none to compute (no finetune besides {ft} "
+                                                  f"gave a direction in this run)"),
         f"finished in {s['seconds']:.0f} s; report: {Path(out) / 'report.html'}",
         *readings(s, labels),
     ]
