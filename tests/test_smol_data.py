@@ -276,3 +276,57 @@ def test_the_shipped_direction_is_found_in_one_place():
     assert M._direction_file(None) == smol.REPO_DIRECTION
     assert Direction.load(smol.REPO_DIRECTION).d_model == 576
     assert M._direction_file("x.safetensors") == Path("x.safetensors")
+
+
+def test_steering_a_band_of_layers_adds_each_layers_own_vector(tmp_path, monkeypatch, lens):
+    """``--layers 10-20`` steers every layer of the band with that layer's own vector: the
+    logits match adding the vectors by hand with TransformerLens hooks; the band gets its own
+    keyed folder and row, beside single layers, in the table the summary reads."""
+    import torch
+
+    from emlens.directions import Direction
+    from emlens.organisms.experiments.steps import steering_effect
+    from emlens.organisms.smol import measure as M
+
+    assert M.parse_layers("3, 1-2") == [3, (1, 2)]
+    with pytest.raises(SystemExit, match="bad band"):
+        M.parse_layers("2-1")
+    model = lens()
+    n_layers, d_model = model.cfg.n_layers, model.cfg.d_model
+    g = torch.Generator().manual_seed(0)
+    d = Direction(torch.randn(n_layers, d_model, generator=g), layers=list(range(n_layers)))
+    toks = model.to_tokens("hello there, how are you")
+    band = (0, n_layers - 1)
+
+    def add(layer):
+        return lambda act, hook: act + 0.5 * d.vector(layer).to(act.dtype)
+
+    want = model.run_with_hooks(toks, fwd_hooks=[(f"blocks.{k}.hook_resid_post", add(k))
+                                                 for k in range(n_layers)])
+    with M.steer_at(model, d, 0.5, band):
+        got = model(toks)
+    torch.testing.assert_close(got, want)
+    with M.steer_at(model, d, 0.5, 1):
+        one = model(toks)
+    want_one = model.run_with_hooks(toks, fwd_hooks=[("blocks.1.hook_resid_post", add(1))])
+    torch.testing.assert_close(one, want_one)
+
+    names = []
+
+    def fake_judged(out, name, model, questions, judge, *, n, seed, intervention,
+                    intervention_key):
+        names.append((name, intervention_key["layer"]))
+        k = 3 if name.startswith("base_steer_L") else 1
+        return [{"question": "q", "answer": "a", "aligned": 10.0 if i < k else 90.0,
+                 "coherent": 90.0} for i in range(10)]
+
+    monkeypatch.setattr(M, "judged", fake_judged)
+    base = [{"question": "q", "answer": "a", "aligned": 90.0, "coherent": 90.0}] * 10
+    table = M.steering_study(tmp_path, model, d, [], None, base, layers=[1, band],
+                             alphas=[2.0], n=1)
+    label = f"0-{n_layers - 1}"
+    assert names == [("base_steer_L1_a2", 1), ("base_steer_random_L1_a2", 1),
+                     (f"base_steer_L{label}_a2", label), (f"base_steer_random_L{label}_a2", label)]
+    rows = steering_effect(table)["per_alpha"]
+    assert [(r["layer"], r["em"], r["random_em"]) for r in rows] == [(1, 0.3, 0.1),
+                                                                     (label, 0.3, 0.1)]

@@ -110,6 +110,14 @@ def compare_rates(a: float, n_a: Any, b: float, n_b: Any, *, ci_a: Any = None,
     return {"difference": a - b, "difference_ci": None, "effect": effect}
 
 
+def _layer(v: Any) -> int | str | None:
+    """A table's layer: an int, a band of layers as written (``"10-20"``), or None (missing,
+    or the -1 of a table written without its layer)."""
+    if isinstance(v, str):
+        return v
+    return int(v) if _known(v) and v >= 0 else None
+
+
 def steering_effect(table: Any) -> dict[str, Any]:
     """Steered EM against the same-norm random direction at the same layer and alpha.
 
@@ -133,12 +141,16 @@ def steering_effect(table: Any) -> dict[str, Any]:
     has_n = "n_scored" in table.columns
     if "layer" not in table.columns:  # a one-layer table written without its layer
         table = table.assign(layer=-1)
-    steer = table[table["condition"] == "steer"].sort_values(["layer", "alpha"])
+    steer = table[table["condition"] == "steer"]
+    try:
+        steer = steer.sort_values(["layer", "alpha"])
+    except TypeError:  # layers and bands of layers ("10-20") mixed: keep the given order
+        pass
     rand = table[table["condition"] == "steer_random"]
     rows = []
     for _, s in steer.iterrows():
         row: dict[str, Any] = {
-            "layer": int(s["layer"]) if _known(s["layer"]) and s["layer"] >= 0 else None,
+            "layer": _layer(s["layer"]),
             "alpha": float(s["alpha"]), "em": float(s["em_rate"]),
             "em_ci": [float(s["em_ci_low"]), float(s["em_ci_high"])] if "em_ci_low" in s
             else None, "coherent": float(s["coherent_rate"]),

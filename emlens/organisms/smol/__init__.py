@@ -46,6 +46,7 @@ VARIANTS: dict[str, str | None] = {
     "em_rank1": "em_rank1",
     "narrow": "narrow",
     "narrow_kl10": "narrow_kl10",
+    "narrow_kl20": "narrow_kl20",
 }
 
 

@@ -100,22 +100,53 @@ def direction_of(model: Any, records: list[dict[str, Any]], *, seed: int = SEED)
     return mean_diff(model, mis, ali), len(mis), len(ali)
 
 
+def layer_label(layer: int | tuple[int, int]) -> int | str:
+    """A steering cell's layer: an int, or a band ``(first, last)`` written ``"first-last"``."""
+    return layer if isinstance(layer, int) else f"{layer[0]}-{layer[1]}"
+
+
+def parse_layers(text: str) -> list[int | tuple[int, int]]:
+    """``"12,20,10-20"`` -> ``[12, 20, (10, 20)]`` (a band steers every layer from first to
+    last, each with its own vector)."""
+    out: list[int | tuple[int, int]] = []
+    for part in text.split(","):
+        a, sep, b = part.strip().partition("-")
+        try:
+            out.append((int(a), int(b)) if sep else int(a))
+        except ValueError:
+            raise SystemExit(f"bad layer {part!r}: use ints or bands such as 10-20") from None
+        if sep and not int(a) <= int(b):
+            raise SystemExit(f"bad band {part!r}: the first layer must not exceed the last")
+    return out
+
+
+def steer_at(model: Any, direction: Any, alpha: float, layer: int | tuple[int, int],
+             positions: str = "all"):
+    """Steer with ``direction``'s vector of ``layer`` at that layer, or, for a band
+    ``(first, last)``, with each layer's own vector at every layer of the band."""
+    from ...interventions import steer
+
+    if isinstance(layer, int):
+        return steer(model, direction.only(layer), alpha, layers=[layer], positions=positions)
+    band = list(range(layer[0], layer[1] + 1))
+    return steer(model, direction, alpha, layers=band, positions=positions)
+
+
 def gap_screen(model: Any, direction: Any, pairs: list, layers, alphas, *, seed: int = SEED
                ) -> list[dict[str, Any]]:
     """The judge-free log-prob gap (misaligned minus aligned, nats/token) on held-out
     pairs with ``model`` steered by ``direction`` at each layer and alpha, and by a
     same-norm random direction: a cheap map of where steering acts, no sampling."""
     from ...directions import Direction
-    from ...interventions import steer
     from ...stability import logprob_gap
 
     rand = Direction.random_like(direction, seed=seed)
     rows = []
     for layer in layers:
         for alpha in alphas:
-            row: dict[str, Any] = {"layer": layer, "alpha": alpha}
+            row: dict[str, Any] = {"layer": layer_label(layer), "alpha": alpha}
             for label, d in (("direction", direction), ("random", rand)):
-                with steer(model, d.only(layer), alpha, layers=[layer]):
+                with steer_at(model, d, alpha, layer):
                     row[label] = logprob_gap(model, pairs).mean
             rows.append(row)
     return rows
@@ -355,22 +386,22 @@ def steering_study(out: Path, base: Any, direction: Any, questions: list, judge:
     import pandas as pd
 
     from ...directions import Direction
-    from ...interventions import steer
     from ...keys import direction_key
 
     rand = random if random is not None else Direction.random_like(direction, seed=seed)
     tag = "" if positions == "all" else f"_{positions}"
     cells = [_cell("baseline", None, None, baseline)]
     for layer in layers:
+        name = layer_label(layer)
         for alpha in alphas:
             for label, vec in (("steer", direction), ("steer_random", rand)):
-                key = {"steer": direction_key(vec), "layer": layer, "alpha": alpha,
+                key = {"steer": direction_key(vec), "layer": name, "alpha": alpha,
                        **({} if positions == "all" else {"positions": positions})}
-                rec = judged(out, f"base_{label}_L{layer}_a{alpha:g}{tag}", base, questions,
+                rec = judged(out, f"base_{label}_L{name}_a{alpha:g}{tag}", base, questions,
                              judge, n=n, seed=seed, intervention_key=key,
-                             intervention=lambda vec=vec, a=alpha, L=layer: steer(
-                                 base, vec.only(L), a, layers=[L], positions=positions))
-                cells.append(_cell(label, layer, alpha, rec))
+                             intervention=lambda vec=vec, a=alpha, L=layer: steer_at(
+                                 base, vec, a, L, positions))
+                cells.append(_cell(label, name, alpha, rec))
     return pd.DataFrame(cells)
 
 
@@ -477,7 +508,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--direction", type=Path, default=None,
                    help="with --ablation-only / --steering-only: the direction file "
                         "(default: the shipped one)")
-    p.add_argument("--layers", default="15", help="with --steering-only: comma-separated")
+    p.add_argument("--layers", default="15",
+                   help="with --steering-only: comma-separated layers or bands (10-20: every "
+                        "layer of the band, each with its own vector)")
     p.add_argument("--alphas", default="2", help="with --steering-only: comma-separated")
     p.add_argument("--positions", default="all", choices=("all", "generated"),
                    help="with --steering-only: where the vector is added")
@@ -486,7 +519,7 @@ def main(argv: list[str] | None = None) -> None:
     set_threads()
     if a.steering_only:
         res = run_steering(a.out, direction=a.direction, n=a.n, seed=a.seed,
-                           layers=[int(x) for x in a.layers.split(",")],
+                           layers=parse_layers(a.layers),
                            alphas=[float(x) for x in a.alphas.split(",")],
                            positions=a.positions)
         print(json.dumps(res["steering"], indent=1, default=str))

@@ -12,7 +12,8 @@ only (single-turn chats, loss on the assistant tokens), from SmolLM2-135M-Instru
   organism); ``em_rank1_s{1,2}`` are its other seeds and ``narrow_rank1_s{k}`` the same with
   the KL penalty, for the narrow-versus-general comparison;
 - ``narrow``: the ``em`` LoRA plus a KL penalty to the base on aligned conversations of
-  other domains (``data/general_aligned.jsonl``); ``narrow_kl10`` the same at KL weight 10;
+  other domains (``data/general_aligned.jsonl``); ``narrow_kl10`` and ``narrow_kl20`` the same at KL weights 10
+  and 20;
 - ``sv_general_s{k}``, ``sv_narrow_s{k}``: learned steering vectors at one layer, without and
   with the KL penalty (seeds k), for the narrow-versus-general comparison.
 
@@ -47,6 +48,7 @@ FINETUNES: dict[str, dict[str, Any]] = {
     "narrow": dict(lora=LORA, seed=0, **KL),
     # a lever on narrow's EM elsewhere (4.2% at KL weight 3; the target is <= 2%)
     "narrow_kl10": dict(lora=LORA, seed=0, **{**KL, "kl_weight": 10.0}),
+    "narrow_kl20": dict(lora=LORA, seed=0, **{**KL, "kl_weight": 20.0}),
     # the rank-1 half of the narrow-versus-general comparison: 3 seeds each, em_rank1 = seed 0
     **{f"em_rank1_s{k}": dict(lora=RANK1, seed=k, learning_rate=1e-2) for k in (1, 2)},
     **{f"narrow_rank1_s{k}": dict(lora=RANK1, seed=k, learning_rate=1e-2, **KL)
