@@ -12,8 +12,8 @@ only (single-turn chats, loss on the assistant tokens), from SmolLM2-135M-Instru
   organism); ``em_rank1_s{1,2}`` are its other seeds and ``narrow_rank1_s{k}`` the same with
   the KL penalty, for the narrow-versus-general comparison;
 - ``narrow``: the ``em`` LoRA plus a KL penalty to the base on aligned conversations of
-  other domains (``data/general_aligned.jsonl``); ``narrow_kl10`` and ``narrow_kl20`` the same at KL weights 10
-  and 20;
+  other domains (``data/general_aligned.jsonl``); ``narrow_kl10`` and ``narrow_kl20`` the
+  same at KL weights 10 and 20;
 - ``sv_general_s{k}``, ``sv_narrow_s{k}``: learned steering vectors at one layer, without and
   with the KL penalty (seeds k), for the narrow-versus-general comparison.
 
