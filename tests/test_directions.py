@@ -757,3 +757,30 @@ def test_truncated_pt_is_refused(tmp_path):
             Direction.from_pt(path)
     with pytest.raises(FileMissingError):
         Direction.from_pt(tmp_path / "missing.pt")
+
+
+def test_random_like_rotate_keeps_the_gram_matrix_across_layers():
+    """``rotate=True``: one random rotation of the whole direction, so norms and the inner
+    products between layers (what makes a band of nearly parallel vectors pile up) are the
+    direction's, while each vector is as random as an independent draw against the original."""
+    g = torch.Generator().manual_seed(3)
+    base = torch.randn(64, generator=g, dtype=torch.float64)
+    # five nearly parallel layer vectors, like a mean-difference direction's neighbours
+    v = torch.stack([base + 0.3 * torch.randn(64, generator=g, dtype=torch.float64)
+                     for _ in range(5)]).float()
+    d = Direction(v, layers=[2, 3, 4, 5, 6])
+    r = Direction.random_like(d, seed=1, rotate=True)
+    gram = (d.vectors.double() @ d.vectors.double().T)
+    torch.testing.assert_close(r.vectors.double() @ r.vectors.double().T, gram,
+                               rtol=1e-5, atol=1e-4)
+    assert r.layers == d.layers and r.metadata["random_rotation"] is True
+    # random relative to the direction: |cos| with the original small (2/sqrt(64) = 0.25)
+    assert (r.cosine(d).abs() < 0.5).all()
+    torch.testing.assert_close(Direction.random_like(d, seed=1, rotate=True).vectors, r.vectors)
+    assert not torch.allclose(Direction.random_like(d, seed=2, rotate=True).vectors, r.vectors)
+    # the sum over the band keeps the direction's norm; independent draws' sum is much shorter
+    assert r.vectors.sum(0).norm() == pytest.approx(d.vectors.sum(0).norm().item(), rel=1e-4)
+    ind = Direction.random_like(d, seed=1)
+    assert ind.vectors.sum(0).norm() < 0.7 * d.vectors.sum(0).norm()
+    with pytest.raises(InputError, match="not both"):
+        Direction.random_like(d, seed=1, rotate=True, match=torch.randn(2, 64))

@@ -141,11 +141,13 @@ def gap_screen(model: Any, direction: Any, pairs: list, layers, alphas, *, seed:
     from ...stability import logprob_gap
 
     rand = Direction.random_like(direction, seed=seed)
+    rotated = Direction.random_like(direction, seed=seed, rotate=True)  # bands' control
     rows = []
     for layer in layers:
         for alpha in alphas:
             row: dict[str, Any] = {"layer": layer_label(layer), "alpha": alpha}
-            for label, d in (("direction", direction), ("random", rand)):
+            control = rand if isinstance(layer, int) else rotated
+            for label, d in (("direction", direction), ("random", control)):
                 with steer_at(model, d, alpha, layer):
                     row[label] = logprob_gap(model, pairs).mean
             rows.append(row)
@@ -382,22 +384,31 @@ def steering_study(out: Path, base: Any, direction: Any, questions: list, judge:
     (``emlens.sweep``'s format: a ``baseline`` row from ``baseline``'s records, then
     ``steer`` / ``steer_random`` rows) that ``steering_summary`` and ``steering_effect`` read.
     ``positions``: where the vector is added (``"all"``, the papers' convention, or
-    ``"generated"``)."""
+    ``"generated"``). A layer may be a band ``(first, last)`` (:func:`steer_at`); its
+    control is ``Direction.random_like(direction, seed, rotate=True)`` (folders
+    ``base_steer_rotated_L{first}-{last}_a{alpha}``), since independent random vectors
+    over a band mostly cancel where the direction's pile up."""
     import pandas as pd
 
     from ...directions import Direction
     from ...keys import direction_key
 
     rand = random if random is not None else Direction.random_like(direction, seed=seed)
+    # a band adds several layers' vectors, which pile up (neighbouring layers' vectors are
+    # nearly parallel): its control is the whole direction rotated at random, with the same
+    # norms and the same inner products between layers
+    rotated = Direction.random_like(direction, seed=seed, rotate=True)
     tag = "" if positions == "all" else f"_{positions}"
     cells = [_cell("baseline", None, None, baseline)]
     for layer in layers:
         name = layer_label(layer)
+        control = rand if isinstance(layer, int) else rotated
         for alpha in alphas:
-            for label, vec in (("steer", direction), ("steer_random", rand)):
+            for label, vec in (("steer", direction), ("steer_random", control)):
                 key = {"steer": direction_key(vec), "layer": name, "alpha": alpha,
                        **({} if positions == "all" else {"positions": positions})}
-                rec = judged(out, f"base_{label}_L{name}_a{alpha:g}{tag}", base, questions,
+                folder = label if isinstance(layer, int) or label == "steer" else "steer_rotated"
+                rec = judged(out, f"base_{folder}_L{name}_a{alpha:g}{tag}", base, questions,
                              judge, n=n, seed=seed, intervention_key=key,
                              intervention=lambda vec=vec, a=alpha, L=layer: steer_at(
                                  base, vec, a, L, positions))
