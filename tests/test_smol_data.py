@@ -328,5 +328,6 @@ def test_steering_a_band_of_layers_adds_each_layers_own_vector(tmp_path, monkeyp
     assert names == [("base_steer_L1_a2", 1), ("base_steer_random_L1_a2", 1),
                      (f"base_steer_L{label}_a2", label), (f"base_steer_rotated_L{label}_a2", label)]
     rows = steering_effect(table)["per_alpha"]
-    assert [(r["layer"], r["em"], r["random_em"]) for r in rows] == [(1, 0.3, 0.1),
-                                                                     (label, 0.3, 0.1)]
+    # rows sorted by layer, a band just after its first layer (0-3 before 1)
+    assert [(r["layer"], r["em"], r["random_em"]) for r in rows] == [(label, 0.3, 0.1),
+                                                                     (1, 0.3, 0.1)]

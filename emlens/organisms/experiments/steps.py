@@ -118,6 +118,14 @@ def _layer(v: Any) -> int | str | None:
     return int(v) if _known(v) and v >= 0 else None
 
 
+def _layer_order(col: Any) -> Any:
+    """Sort key for a table's columns: a band of layers ("10-20") sorts just after its first
+    layer, so single layers and bands can share one table."""
+    if col.name != "layer":
+        return col
+    return col.map(lambda v: int(v.split("-")[0]) + 0.5 if isinstance(v, str) else v)
+
+
 def steering_effect(table: Any) -> dict[str, Any]:
     """Steered EM against the same-norm random direction at the same layer and alpha.
 
@@ -141,11 +149,8 @@ def steering_effect(table: Any) -> dict[str, Any]:
     has_n = "n_scored" in table.columns
     if "layer" not in table.columns:  # a one-layer table written without its layer
         table = table.assign(layer=-1)
-    steer = table[table["condition"] == "steer"]
-    try:
-        steer = steer.sort_values(["layer", "alpha"])
-    except TypeError:  # layers and bands of layers ("10-20") mixed: keep the given order
-        pass
+    steer = table[table["condition"] == "steer"].sort_values(["layer", "alpha"],
+                                                             key=_layer_order)
     rand = table[table["condition"] == "steer_random"]
     rows = []
     for _, s in steer.iterrows():

@@ -132,21 +132,32 @@ def steer_at(model: Any, direction: Any, alpha: float, layer: int | tuple[int, i
     return steer(model, direction, alpha, layers=band, positions=positions)
 
 
+def random_control(direction: Any, layer: int | tuple[int, int], *, seed: int = SEED,
+                   random: Any = None):
+    """The same-norm random control for steering at ``layer``: at one layer, ``random``
+    (default ``Direction.random_like(direction, seed)``); for a band, the whole direction
+    rotated at random (``random_like(..., rotate=True)``), since the direction's vectors at
+    neighbouring layers are nearly parallel and pile up over a band, where independent
+    random vectors of the same norms mostly cancel."""
+    from ...directions import Direction
+
+    if not isinstance(layer, int):
+        return Direction.random_like(direction, seed=seed, rotate=True)
+    return random if random is not None else Direction.random_like(direction, seed=seed)
+
+
 def gap_screen(model: Any, direction: Any, pairs: list, layers, alphas, *, seed: int = SEED
                ) -> list[dict[str, Any]]:
     """The judge-free log-prob gap (misaligned minus aligned, nats/token) on held-out
     pairs with ``model`` steered by ``direction`` at each layer and alpha, and by a
     same-norm random direction: a cheap map of where steering acts, no sampling."""
-    from ...directions import Direction
     from ...stability import logprob_gap
 
-    rand = Direction.random_like(direction, seed=seed)
-    rotated = Direction.random_like(direction, seed=seed, rotate=True)  # bands' control
     rows = []
     for layer in layers:
+        control = random_control(direction, layer, seed=seed)
         for alpha in alphas:
             row: dict[str, Any] = {"layer": layer_label(layer), "alpha": alpha}
-            control = rand if isinstance(layer, int) else rotated
             for label, d in (("direction", direction), ("random", control)):
                 with steer_at(model, d, alpha, layer):
                     row[label] = logprob_gap(model, pairs).mean
@@ -384,30 +395,23 @@ def steering_study(out: Path, base: Any, direction: Any, questions: list, judge:
     (``emlens.sweep``'s format: a ``baseline`` row from ``baseline``'s records, then
     ``steer`` / ``steer_random`` rows) that ``steering_summary`` and ``steering_effect`` read.
     ``positions``: where the vector is added (``"all"``, the papers' convention, or
-    ``"generated"``). A layer may be a band ``(first, last)`` (:func:`steer_at`); its
-    control is ``Direction.random_like(direction, seed, rotate=True)`` (folders
-    ``base_steer_rotated_L{first}-{last}_a{alpha}``), since independent random vectors
-    over a band mostly cancel where the direction's pile up."""
+    ``"generated"``). A layer may be a band ``(first, last)`` (:func:`steer_at`), with
+    :func:`random_control`'s rotated direction as its control (folders
+    ``base_steer_rotated_L{first}-{last}_a{alpha}``)."""
     import pandas as pd
 
-    from ...directions import Direction
     from ...keys import direction_key
 
-    rand = random if random is not None else Direction.random_like(direction, seed=seed)
-    # a band adds several layers' vectors, which pile up (neighbouring layers' vectors are
-    # nearly parallel): its control is the whole direction rotated at random, with the same
-    # norms and the same inner products between layers
-    rotated = Direction.random_like(direction, seed=seed, rotate=True)
     tag = "" if positions == "all" else f"_{positions}"
     cells = [_cell("baseline", None, None, baseline)]
     for layer in layers:
         name = layer_label(layer)
-        control = rand if isinstance(layer, int) else rotated
+        control = random_control(direction, layer, seed=seed, random=random)
         for alpha in alphas:
             for label, vec in (("steer", direction), ("steer_random", control)):
                 key = {"steer": direction_key(vec), "layer": name, "alpha": alpha,
                        **({} if positions == "all" else {"positions": positions})}
-                folder = label if isinstance(layer, int) or label == "steer" else "steer_rotated"
+                folder = "steer_rotated" if vec.metadata.get("random_rotation") else label
                 rec = judged(out, f"base_{folder}_L{name}_a{alpha:g}{tag}", base, questions,
                              judge, n=n, seed=seed, intervention_key=key,
                              intervention=lambda vec=vec, a=alpha, L=layer: steer_at(
