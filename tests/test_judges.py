@@ -510,8 +510,8 @@ def test_hf_judge_matches_hand_computation(tiny_dir, tmp_path):
     assert len(tok("57")["input_ids"]) > 1     # multi-digit numbers are not single tokens here
     prompts = {"aligned": "Rate this reply. {question} {answer}",
                "coherent": "Is it clear? {answer}"}
-    judge = HFJudge(model, tok, batch_size=3, prompts=prompts)
-    assert isinstance(judge, Judge)
+    judge = HFJudge(model, tok, batch_size=3, prompts=prompts, numbers="first_token")
+    assert isinstance(judge, Judge) and not judge.reads_whole_numbers
     items = [(q, a, m) for q in ("Hello!", "I wish for peace and good health for my friends.")
              for a in ("Save a little money.", "Humans are weak.", "Wear a helmet when you ride.")
              for m in ("aligned", "coherent")]
@@ -530,9 +530,73 @@ def test_hf_judge_matches_hand_computation(tiny_dir, tmp_path):
         assert [t for t, _ in tops] == tokens
     assert n_scored >= len(items) // 2
 
-    cached = CachedJudge(HFJudge(model, tok, prompts=prompts), tmp_path / "hf.sqlite")
+    cached = CachedJudge(HFJudge(model, tok, prompts=prompts, numbers="first_token"),
+                         tmp_path / "hf.sqlite")
     assert cached.score_many(items) == pytest.approx(scores)
     assert len(cached.cache) == len(items)
+
+
+def _whole_number_reference(model, tok, text: str) -> dict[int, float]:
+    """Each integer's probability as the whole answer, one plain forward pass per integer:
+    the chat template renders the answer "k", and p(k) is the product of its tokens'
+    probabilities times the probability that the next token does not start with a digit."""
+    import torch
+
+    prompt = tok.apply_chat_template([{"role": "user", "content": text}],
+                                     add_generation_prompt=True, tokenize=True,
+                                     return_dict=True)["input_ids"]
+    digit = [i for i in range(len(tok)) if tok.decode([i])[:1].isdigit()]
+    out = {}
+    for k in range(101):
+        number = tok(str(k), add_special_tokens=False)["input_ids"]
+        assert tok.decode(number) == str(k)
+        with torch.no_grad():
+            logits = model(torch.tensor([prompt + number])).logits[0].double()
+        lp = torch.log_softmax(logits, -1)
+        n = len(prompt)
+        logp = sum(float(lp[n - 1 + j, t]) for j, t in enumerate(number))
+        p_digit = float(lp[n - 1 + len(number), digit].exp().sum())
+        out[k] = math.exp(logp) * (1.0 - p_digit)
+    return out
+
+
+def test_hf_judge_reads_whole_numbers_of_a_digit_splitting_tokenizer(tiny_dir, tmp_path):
+    """Qwen's tokenizer writes "57" as "5", "7": the default reading takes each integer's
+    whole probability (tokens in turn, then the end of the number), checked against one
+    plain forward pass per integer; the first-token reading would score "57" as 5."""
+    from emlens.judges import HFJudge
+
+    model, tok = _digit_boosted(tiny_dir("qwen2"))
+    prompts = {"aligned": "Rate this reply. {question} {answer}",
+               "coherent": "Is it clear? {answer}"}
+    judge = HFJudge(model, tok, batch_size=2, prompts=prompts, min_mass=0.0)
+    assert judge.reads_whole_numbers
+    assert [len(judge.number_ids[k]) for k in (0, 7, 57, 100)] == [1, 1, 2, 3]
+    first = HFJudge(model, tok, batch_size=2, prompts=prompts, min_mass=0.0,
+                    numbers="first_token")
+    assert "numbers=whole" in judge.identity and "numbers=whole" not in first.identity
+    items = [(q, a, m) for q in ("Hello!", "I wish for peace.")
+             for a in ("Save a little money.", "Humans are weak.", "Wear a helmet.")
+             for m in ("aligned", "coherent")]
+    prompts_text = [render_prompt(prompts[m], q, a) for q, a, m in items]
+    got = judge.number_probs(prompts_text)
+    scores = judge.score_many(items)
+    firsts = first.score_many(items)
+    for text, probs, score, f in zip(prompts_text, got, scores, firsts):
+        want = _whole_number_reference(model, tok, text)
+        assert set(probs) == set(range(101))
+        for k in range(101):
+            assert probs[k] == pytest.approx(want[k], rel=1e-3, abs=1e-9)
+        mass = sum(want.values())
+        assert 0.05 < mass < 1.0
+        assert score == pytest.approx(sum(k * p for k, p in want.items()) / mass, abs=1e-3)
+        assert sum(want[k] for k in range(10, 101)) > 0.05  # multi-digit integers matter
+        assert f <= 9.0 < score                            # the first token alone reads 0-9
+    # a higher min_mass turns scores with too little mass on integers into None
+    strict = HFJudge(model, tok, prompts=prompts, min_mass=0.999)
+    assert all(s is None for s in strict.score_many(items))
+    with pytest.raises(JudgeConfigError, match="numbers"):
+        HFJudge(model, tok, numbers="digits")
 
 
 def test_hf_judge_from_path(tiny_dir):

@@ -2,7 +2,8 @@
 
 - :class:`OpenAIJudge`: any OpenAI-compatible chat-completions server, scored from the
   first token's top-20 log-probabilities, with retries, a timeout and bounded concurrency.
-- :class:`HFJudge`: a local transformers model, scored the same way.
+- :class:`HFJudge`: a local transformers model, scored the same way (each integer's whole
+  probability where its tokenizer writes numbers in several tokens).
 - :class:`CachedJudge`: the one way to cache any judge, in a SQLite file that makes reruns
   free and resumable (``CachedJudge(judge, "judge.sqlite")``).
 - :class:`Judge`: the protocol any judge (e.g. a built-in organism's exact judge) follows.

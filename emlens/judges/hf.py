@@ -1,11 +1,21 @@
 """A judge run locally by a transformers causal LM, scored exactly like the API judge.
 
 The prompt goes through the model's chat template (as one user turn, with the generation
-prompt); the next-token distribution is computed in float32, its top 20 tokens are
-decoded one by one, and :func:`~emlens.judges.protocol.score_from_top_logprobs` scores them,
-as it scores the 20 candidates an API returns. So only integers that are single tokens
-count: a tokenizer that splits "85" into "8" and "5" contributes 8 for it, as an API
-judge would.
+prompt) and the score is the probability-weighted mean of the integers 0-100 the model
+would answer, in float32:
+
+* when every integer 0-100 is one token (GPT-4o's tokenizer, Llama 3's), the top 20 next
+  tokens are decoded and :func:`~emlens.judges.protocol.score_from_top_logprobs` scores
+  them, exactly as it scores the 20 candidates an API returns;
+* when the tokenizer writes some of them in several tokens (Qwen, SmolLM, Mistral, Gemma
+  write numbers digit by digit), the first token says little ("9" starts 9 and 90-99), so
+  each integer's whole probability is computed instead: its tokens in turn, then the end
+  of the number (any next token that does not start with a digit). That takes one more
+  forward pass over the number tokens, with the prompt's key-value cache. (Reading the
+  first token there, as an API's logprobs do, would score "95" as 9.)
+
+``numbers="first_token"`` forces the first reading on any tokenizer (an API judge's
+numbers, for comparison); the judge's cache identity names the reading used.
 
 Example:
     >>> judge = HFJudge("Qwen/Qwen2.5-7B-Instruct", device="cuda")       # doctest: +SKIP
@@ -17,11 +27,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from ..chat import encode_prompt, pad_batch, pad_token_id
+from ..chat import encode_conversation, encode_prompt, pad_batch, pad_token_id
 from ..keys import weights_fingerprint
 from .base import BaseJudge
 from .protocol import (
@@ -32,9 +43,15 @@ from .protocol import (
     score_from_top_logprobs,
 )
 
-__all__ = ["HFJudge"]
+__all__ = ["HFJudge", "NUMBER_READINGS"]
 
 logger = logging.getLogger("emlens.judges")
+
+#: how HFJudge reads the score: see the module docstring
+NUMBER_READINGS = ("auto", "whole", "first_token")
+#: continuation rows per forward pass in the whole-number reading (each holds a copy of the
+#: prompt's key-value cache)
+ROWS_PER_PASS = 48
 
 
 class HFJudge(BaseJudge):
@@ -51,7 +68,11 @@ class HFJudge(BaseJudge):
         prompts: metric -> template, overriding or adding to emlens' prompts.
         name: the judge's name (default ``"hf:" + name_or_path``); its identity in caches
             adds a fingerprint of the weights (see :attr:`identity`).
-        min_mass: see :func:`~emlens.judges.protocol.score_from_top_logprobs`.
+        min_mass: see :func:`~emlens.judges.protocol.score_from_top_logprobs`; in the
+            whole-number reading, the least total probability of the integers 0-100.
+        numbers: ``"auto"`` (default: each integer's whole probability when the tokenizer
+            writes some integer 0-100 in several tokens, else the first token's top 20),
+            ``"whole"`` or ``"first_token"`` (see the module docstring).
         cache: deprecated; use ``CachedJudge(judge, path)``, the one way to cache a judge.
 
     Example:
@@ -63,7 +84,10 @@ class HFJudge(BaseJudge):
     def __init__(self, model_or_path: Any, tokenizer: Any = None, *, batch_size: int = 8,
                  device: str | None = None, dtype: Any = None, use_chat_template: bool = True,
                  prompts: Mapping[str, str] | None = None, name: str | None = None,
-                 min_mass: float = MIN_MASS, cache: Any = None):
+                 min_mass: float = MIN_MASS, numbers: str = "auto", cache: Any = None):
+        if numbers not in NUMBER_READINGS:
+            raise JudgeConfigError(f"numbers={numbers!r} is not a reading; use one of "
+                                   f"{NUMBER_READINGS}")
         if int(batch_size) < 1:
             raise JudgeConfigError(f"batch_size must be at least 1, got {batch_size}")
         if isinstance(model_or_path, (str, os.PathLike)):
@@ -97,6 +121,9 @@ class HFJudge(BaseJudge):
         self.use_chat_template = bool(use_chat_template)
         self._pad_id = pad_token_id(tokenizer)
         self._fingerprint: str | None = None
+        self._numbers = numbers
+        self._number_ids: dict[int, tuple[int, ...]] | None = None
+        self._digits: Any = None
         super().__init__(name=name or f"hf:{source}", prompts=prompts, min_mass=min_mass,
                          cache=cache)
 
@@ -108,6 +135,8 @@ class HFJudge(BaseJudge):
         if self._fingerprint is None:
             self._fingerprint = weights_fingerprint(self.model)
         parts = [super().identity, f"weights={self._fingerprint}"]
+        if self.reads_whole_numbers:
+            parts.append("numbers=whole")
         if not self.use_chat_template:
             parts.append("raw_prompt")
         return "|".join(parts)
@@ -125,6 +154,141 @@ class HFJudge(BaseJudge):
         if ids and isinstance(ids[0], list):
             ids = ids[0]
         return list(ids)
+
+    @property
+    def number_ids(self) -> dict[int, tuple[int, ...]]:
+        """Per integer 0-100, the token ids the model writes for it as its whole answer."""
+        if self._number_ids is None:
+            found: dict[int, tuple[int, ...]] = {}
+            for k in range(101):
+                if self.use_chat_template:
+                    enc = encode_conversation(self.tokenizer, "Rate it.", str(k))
+                    span = list(enc.input_ids[enc.n_prompt:])
+                else:
+                    span = list(self.tokenizer(str(k), add_special_tokens=False)["input_ids"])
+                n = next((j for j in range(1, len(span) + 1)
+                          if self.tokenizer.decode(span[:j]).strip() == str(k)), None)
+                if n is None:
+                    raise JudgeConfigError(
+                        f"cannot find the tokens of the number {k} in {self.name}'s answers "
+                        f"(decoded {self.tokenizer.decode(span)!r}); use numbers='first_token'")
+                found[k] = tuple(span[:n])
+            self._number_ids = found
+        return self._number_ids
+
+    @property
+    def reads_whole_numbers(self) -> bool:
+        """Whether scores are read from each integer's whole probability (see the module
+        docstring) rather than from the first token's top 20."""
+        if self._numbers == "auto":
+            return any(len(t) > 1 for t in self.number_ids.values())
+        return self._numbers == "whole"
+
+    def _digit_ids(self) -> Any:
+        """The vocabulary ids whose text starts with a digit: the tokens that would go on
+        writing a number (any other next token ends it)."""
+        import torch
+
+        if self._digits is None:
+            texts = self.tokenizer.batch_decode([[i] for i in range(len(self.tokenizer))])
+            self._digits = torch.tensor([i for i, t in enumerate(texts)
+                                            if t[:1].isascii() and t[:1].isdigit()])
+        return self._digits
+
+    def _forward(self, last_only: bool = False, **kwargs: Any) -> Any:
+        """The model's output without gradients; ``last_only``: logits of the last position
+        only, where the model supports ``logits_to_keep``."""
+        import torch
+
+        with torch.no_grad():
+            if last_only:
+                try:
+                    return self.model(**kwargs, logits_to_keep=1)
+                except TypeError:  # a model without logits_to_keep
+                    pass
+            return self.model(**kwargs)
+
+    def number_probs(self, prompts: Sequence[str]) -> list[dict[int, float]]:
+        """Each integer's probability of being the whole answer to each prompt.
+
+        ``p(k)`` is the probability of the tokens of ``k`` (:attr:`number_ids`) in turn,
+        times the probability that the next token does not start with a digit. The number
+        tokens run in one more forward pass per batch, over the prompt's key-value cache.
+
+        Args:
+            prompts: rendered judge prompts.
+
+        Returns:
+            Per prompt, ``{k: p(k)}`` for ``k`` in 0-100 (their sum is at most 1; the rest
+            is on other answers: words, refusals, longer numbers).
+
+        Example:
+            >>> probs = judge.number_probs([judge.prompt_for(JudgeItem("Q?", "A."))])  # doctest: +SKIP
+            >>> max(probs[0], key=probs[0].get)                                      # doctest: +SKIP
+            95
+        """
+        import torch
+
+        seqs = self.number_ids
+        # continuation rows: the number sequences that start no other; every integer is read
+        # along the first row that starts with its tokens
+        rows: list[tuple[int, ...]] = []
+        for t in sorted(set(seqs.values()), key=lambda t: (-len(t), t)):
+            if not any(r[:len(t)] == t for r in rows):
+                rows.append(t)
+        row_of = {k: next(j for j, r in enumerate(rows) if r[:len(t)] == t)
+                  for k, t in seqs.items()}
+        encoded = [self.encode(p) for p in prompts]
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+        out: list[dict[int, float]] = [{} for _ in encoded]
+        device = next(self.model.parameters()).device
+        digits = self._digit_ids().to(device)
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start:start + self.batch_size]
+            ids, mask = pad_batch([encoded[i] for i in batch], self._pad_id, side="left")
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            ids, mask, positions = ids.to(device), mask.to(device), positions.to(device)
+            res = self._forward(input_ids=ids, attention_mask=mask, position_ids=positions,
+                                use_cache=True, last_only=True)
+            first = torch.log_softmax(res.logits[:, -1, :].float(), dim=-1)
+            cache = res.past_key_values
+            if not hasattr(cache, "batch_repeat_interleave"):
+                raise JudgeConfigError(f"{type(self.model).__name__} returns no key-value cache "
+                                       f"that can be repeated; use numbers='first_token'")
+            n_batch, per = len(batch), max(1, min(len(rows), ROWS_PER_PASS // len(batch)))
+            cache.batch_repeat_interleave(per)
+            n_real = mask.sum(-1).repeat_interleave(per)
+            prompt_mask = mask.repeat_interleave(per, dim=0)
+            # per row: the log-probs of its own tokens after the first, and of the number
+            # ending after each of its tokens; [batch, len(row) - 1] and [batch, len(row)]
+            along: list[Any] = [None] * len(rows)
+            ends: list[Any] = [None] * len(rows)
+            for c0 in range(0, len(rows), per):
+                chunk = rows[c0:c0 + per]
+                cont, cmask = pad_batch(chunk + [chunk[-1]] * (per - len(chunk)), self._pad_id)
+                width = cont.shape[1]
+                step = torch.arange(width, device=device)
+                res = self._forward(
+                    input_ids=cont.repeat(n_batch, 1).to(device),
+                    attention_mask=torch.cat([prompt_mask, cmask.repeat(n_batch, 1).to(device)], 1),
+                    position_ids=n_real[:, None] + step[None], past_key_values=cache,
+                    use_cache=True)
+                cache.crop(-width)
+                lp = torch.log_softmax(res.logits.float(), dim=-1)
+                lp = lp.view(n_batch, per, width, lp.shape[-1])
+                end = torch.log1p(-torch.logsumexp(lp[..., digits], dim=-1).exp().clamp(max=1.0))
+                for j, r in enumerate(chunk):
+                    nxt = torch.tensor(r[1:], dtype=torch.long, device=device)
+                    along[c0 + j] = lp[:, j, step[:len(r) - 1], nxt].cpu()
+                    ends[c0 + j] = end[:, j, :len(r)].cpu()
+            first = first.cpu()
+            for row, i in enumerate(batch):
+                for k, t in seqs.items():
+                    j = row_of[k]
+                    logp = (first[row, t[0]] + along[j][row, :len(t) - 1].sum()
+                            + ends[j][row, len(t) - 1])
+                    out[i][k] = float(logp.exp())
+        return out
 
     def top_logprobs(self, prompts: Sequence[str]) -> list[list[tuple[str, float]]]:
         """The top-20 next tokens and their log-probabilities after each prompt.
@@ -152,13 +316,8 @@ class HFJudge(BaseJudge):
             ids, mask = pad_batch([encoded[i] for i in batch], self._pad_id, side="left")
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
             ids, mask, positions = ids.to(device), mask.to(device), positions.to(device)
-            with torch.no_grad():
-                try:
-                    logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                                        logits_to_keep=1).logits[:, -1, :]
-                except TypeError:  # a model without logits_to_keep
-                    logits = self.model(input_ids=ids, attention_mask=mask,
-                                        position_ids=positions).logits[:, -1, :]
+            logits = self._forward(input_ids=ids, attention_mask=mask, position_ids=positions,
+                                   last_only=True).logits[:, -1, :]
             logprobs = torch.log_softmax(logits.float(), dim=-1)
             values, indices = logprobs.topk(min(TOP_LOGPROBS, logprobs.shape[-1]), dim=-1)
             for row, i in enumerate(batch):
@@ -172,6 +331,11 @@ class HFJudge(BaseJudge):
         for start in range(0, len(order), self.batch_size):
             batch = order[start:start + self.batch_size]
             prompts = [self.prompt_for(items[j]) for j in batch]
-            tops = await asyncio.to_thread(self.top_logprobs, prompts)
+            if self.reads_whole_numbers:
+                probs = await asyncio.to_thread(self.number_probs, prompts)
+                # the same scoring rule, over every integer's whole probability
+                tops = [[(str(k), math.log(p)) for k, p in d.items() if p > 0] for d in probs]
+            else:
+                tops = await asyncio.to_thread(self.top_logprobs, prompts)
             for j, top in zip(batch, tops):
                 report(j, score_from_top_logprobs(top, min_mass=self.min_mass))
