@@ -592,6 +592,19 @@ def test_hf_judge_reads_whole_numbers_of_a_digit_splitting_tokenizer(tiny_dir, t
         assert score == pytest.approx(sum(k * p for k, p in want.items()) / mass, abs=1e-3)
         assert sum(want[k] for k in range(10, 101)) > 0.05  # multi-digit integers matter
         assert f <= 9.0 < score                            # the first token alone reads 0-9
+    # numbers whose first token is negligible after every prompt are not expanded
+    import torch
+
+    with torch.no_grad():
+        for i in range(len(tok)):
+            if tok.decode([i])[:1] in "23456789":
+                model.lm_head.bias[i] = -60.0
+    skip = HFJudge(model, tok, batch_size=3, prompts=prompts, min_mass=0.0)
+    for text, probs in zip(prompts_text[:3], skip.number_probs(prompts_text[:3])):
+        want = _whole_number_reference(model, tok, text)
+        assert all(probs[k] == 0.0 for k in range(2, 100) if str(k)[0] not in "01")
+        for k in (0, 1, 10, 15, 100):
+            assert probs[k] == pytest.approx(want[k], rel=1e-3, abs=1e-12)
     # a higher min_mass turns scores with too little mass on integers into None
     strict = HFJudge(model, tok, prompts=prompts, min_mass=0.999)
     assert all(s is None for s in strict.score_many(items))

@@ -52,6 +52,10 @@ NUMBER_READINGS = ("auto", "whole", "first_token")
 #: continuation rows per forward pass in the whole-number reading (each holds a copy of the
 #: prompt's key-value cache)
 ROWS_PER_PASS = 48
+#: in the whole-number reading, numbers whose first token has less than this probability
+#: after every prompt of a batch are not expanded (probability 0: at most 10 first tokens,
+#: so the probability left out is below 1e-5 and a score moves by less than 1e-3 / mass)
+SKIP_BELOW = 1e-6
 
 
 class HFJudge(BaseJudge):
@@ -213,7 +217,8 @@ class HFJudge(BaseJudge):
 
         ``p(k)`` is the probability of the tokens of ``k`` (:attr:`number_ids`) in turn,
         times the probability that the next token does not start with a digit. The number
-        tokens run in one more forward pass per batch, over the prompt's key-value cache.
+        tokens run in more forward passes over the prompt's key-value cache; numbers whose
+        first token is below :data:`SKIP_BELOW` after every prompt of a batch get 0.
 
         Args:
             prompts: rendered judge prompts.
@@ -255,16 +260,18 @@ class HFJudge(BaseJudge):
             if not hasattr(cache, "batch_repeat_interleave"):
                 raise JudgeConfigError(f"{type(self.model).__name__} returns no key-value cache "
                                        f"that can be repeated; use numbers='first_token'")
-            n_batch, per = len(batch), max(1, min(len(rows), ROWS_PER_PASS // len(batch)))
+            live = [r for r in rows if float(first[:, r[0]].exp().max()) >= SKIP_BELOW]
+            n_batch = len(batch)
+            per = max(1, min(len(live), ROWS_PER_PASS // n_batch))
             cache.batch_repeat_interleave(per)
             n_real = mask.sum(-1).repeat_interleave(per)
             prompt_mask = mask.repeat_interleave(per, dim=0)
             # per row: the log-probs of its own tokens after the first, and of the number
             # ending after each of its tokens; [batch, len(row) - 1] and [batch, len(row)]
-            along: list[Any] = [None] * len(rows)
-            ends: list[Any] = [None] * len(rows)
-            for c0 in range(0, len(rows), per):
-                chunk = rows[c0:c0 + per]
+            along: dict[tuple[int, ...], Any] = {}
+            ends: dict[tuple[int, ...], Any] = {}
+            for c0 in range(0, len(live), per):
+                chunk = live[c0:c0 + per]
                 cont, cmask = pad_batch(chunk + [chunk[-1]] * (per - len(chunk)), self._pad_id)
                 width = cont.shape[1]
                 step = torch.arange(width, device=device)
@@ -279,14 +286,17 @@ class HFJudge(BaseJudge):
                 end = torch.log1p(-torch.logsumexp(lp[..., digits], dim=-1).exp().clamp(max=1.0))
                 for j, r in enumerate(chunk):
                     nxt = torch.tensor(r[1:], dtype=torch.long, device=device)
-                    along[c0 + j] = lp[:, j, step[:len(r) - 1], nxt].cpu()
-                    ends[c0 + j] = end[:, j, :len(r)].cpu()
+                    along[r] = lp[:, j, step[:len(r) - 1], nxt].cpu()
+                    ends[r] = end[:, j, :len(r)].cpu()
             first = first.cpu()
             for row, i in enumerate(batch):
                 for k, t in seqs.items():
-                    j = row_of[k]
-                    logp = (first[row, t[0]] + along[j][row, :len(t) - 1].sum()
-                            + ends[j][row, len(t) - 1])
+                    r = rows[row_of[k]]
+                    if r not in ends:   # its first token is below SKIP_BELOW
+                        out[i][k] = 0.0
+                        continue
+                    logp = (first[row, t[0]] + along[r][row, :len(t) - 1].sum()
+                            + ends[r][row, len(t) - 1])
                     out[i][k] = float(logp.exp())
         return out
 
