@@ -203,6 +203,27 @@ def test_faults_lose_and_duplicate_nothing(fake, caplog):
     assert KEY not in text
 
 
+def test_a_server_offering_only_one_digit_numbers_is_warned_about():
+    """A served model whose tokenizer writes numbers digit by digit offers "9" for 95: the
+    judge warns once, after DIGIT_WATCH such responses; a multi-digit candidate silences it."""
+    from emlens.judges.openai import DIGIT_WATCH
+
+    split = {f"s{i}": [("9", L(0.6)), ("1", L(0.3)), ("The", L(0.1))] for i in range(40)}
+    mixed = {f"m{i}": ([("90", L(0.6)), ("9", L(0.4))] if i == 3 else [("9", L(1.0))])
+             for i in range(40)}
+    table = {**split, **mixed}
+    with FakeOpenAI(distribution=lambda p: table[p.rsplit("A=", 1)[1]]) as server:
+        for names, warned in ((split, True), (mixed, False)):
+            judge = make_judge(server, concurrency=1)
+            with _capture("emlens.judges") as logs:
+                judge.score_many([("q", a, "aligned") for a in names])
+            hits = [r for r in logs if "digit by digit" in r.getMessage()]
+            assert len(hits) == int(warned), names
+            if warned:
+                assert str(DIGIT_WATCH) in hits[0].getMessage()
+                assert "HFJudge" in hits[0].getMessage()
+
+
 def test_retry_after_is_honoured():
     with FakeOpenAI(distribution=distribution, retry_after="0.3",
                     faults={prompt("q", "good"): ["429"]}) as fake:

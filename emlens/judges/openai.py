@@ -41,6 +41,7 @@ from .protocol import (
     JudgeConfigError,
     JudgeItem,
     JudgeRequestError,
+    parse_score_token,
     score_from_top_logprobs,
     weighted_score,
 )
@@ -50,6 +51,9 @@ __all__ = ["OpenAIJudge", "DEFAULT_BASE_URL"]
 logger = logging.getLogger("emlens.judges")
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
+#: responses in a row with only one-digit integer candidates before the warning that the
+#: served model writes numbers digit by digit
+DIGIT_WATCH = 20
 _RETRY_STATUS = {408, 409, 429}
 _FATAL_STATUS = {401: "the server rejected the API key",
                  403: "the API key is not allowed to use this model or endpoint",
@@ -251,6 +255,9 @@ class OpenAIJudge(BaseJudge):
         self.extra_headers = dict(extra_headers or {})
         self.extra_body = dict(extra_body or {})
         self._random = random.Random()
+        # responses whose integer candidates were all single digits (None: a multi-digit
+        # candidate was seen, or the warning was given)
+        self._single_digit_runs: int | None = 0
         super().__init__(name=name or model, prompts=prompts, min_mass=min_mass, cache=cache)
 
     def __repr__(self) -> str:
@@ -306,6 +313,7 @@ class OpenAIJudge(BaseJudge):
             raise _Retryable(f"connection error ({type(e).__name__})") from None
         if status == 200:
             top = _top_logprobs(content)
+            self._watch_digits(top)
             score = score_from_top_logprobs(top, min_mass=self.min_mass)
             if score is None and logger.isEnabledFor(logging.DEBUG):
                 logger.debug("%s: no score (integer mass %.3f; top tokens %s)", self.name,
@@ -322,6 +330,28 @@ class OpenAIJudge(BaseJudge):
                 ". Check the model name, base_url and API key; no further requests were made.")
         raise JudgeRequestError(f"HTTP {status} (not retried)"
                                 + (f": {message}" if message else ""))
+
+    def _watch_digits(self, top: list[tuple[str, float]]) -> None:
+        """Warn once when :data:`DIGIT_WATCH` responses in a row offered only one-digit
+        integers: the served model's tokenizer then writes numbers digit by digit ("95" as
+        "9", "5"), and the first token's candidates read 95 as 9."""
+        if self._single_digit_runs is None:
+            return
+        ints = [str(t).strip() for t, _ in top if parse_score_token(str(t)) is not None]
+        if not ints:
+            return
+        if any(len(t) > 1 for t in ints):
+            self._single_digit_runs = None
+            return
+        self._single_digit_runs += 1
+        if self._single_digit_runs >= DIGIT_WATCH:
+            self._single_digit_runs = None
+            logger.warning(
+                "%s: in %d responses every integer candidate had one digit: the model's "
+                "tokenizer probably writes numbers digit by digit, so first-token scores read "
+                "95 as 9 and 100 as 1. Use a judge model whose tokenizer has single tokens for "
+                "0-100 (GPT-4o, Llama 3), or judge this model with HFJudge, which reads each "
+                "number's whole probability.", self.name, DIGIT_WATCH)
 
     async def _judge_one(self, session: Any, item: JudgeItem) -> float | None:
         body = json.dumps(self.request_body(self.prompt_for(item))).encode("utf-8")
