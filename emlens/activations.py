@@ -94,9 +94,9 @@ def _encode_all(model: Any, records: list[dict[str, Any]], tokens: str
     for i, r in enumerate(records):
         enc: EncodedChat = encode_conversation(tokenizer, r["question"], r["answer"], r["system"],
                                                n_ctx=n_ctx, where=f"record {i}")
-        lo, hi = {"answer": (enc.n_prompt, len(enc)), "prompt": (0, enc.n_prompt),
-                  "all": (0, len(enc))}[tokens]
-        out.append((torch.tensor(enc.input_ids, dtype=torch.int32), lo, hi))
+        lo, hi = enc.span(tokens)
+        # causal attention: the tokens after the span change nothing in it, so they do not run
+        out.append((torch.tensor(enc.input_ids[:hi], dtype=torch.int32), lo, hi))
     return out
 
 
@@ -126,7 +126,9 @@ def collect_means(
         hook: the hook site per layer: ``"resid_post"`` (the papers'), ``"resid_pre"``,
             ``"resid_mid"``, ``"attn_out"`` or ``"mlp_out"``.
         tokens: ``"answer"`` (answer text and end-of-turn tokens), ``"prompt"`` (system,
-            user turn and assistant header) or ``"all"``.
+            user turn and assistant header), ``"all"``, ``"prompt_last"`` (the prompt's
+            last token, where the answer's first token is predicted) or ``"answer:N"``
+            (the first N answer tokens).
         reduce: ``"token"``: sum over all selected tokens of all records divided by their
             count (the papers' convention); ``"sequence"``: the mean of per-record means.
         batch_size: records per forward pass.

@@ -28,6 +28,7 @@ Example:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -44,8 +45,12 @@ __all__ = ["TOKEN_SELECTIONS", "IGNORE_INDEX", "EncodedChat", "chat_messages",
 #: The label of a token no loss is taken on (the transformers convention).
 IGNORE_INDEX = -100
 
-#: Which tokens of a conversation a statistic is taken over.
-TOKEN_SELECTIONS = ("answer", "prompt", "all")
+#: Which tokens of a conversation a statistic is taken over: the answer (its text and
+#: end-of-turn tokens), the prompt (system, user turn, assistant header), all of them, or
+#: the prompt's last token (where the first answer token is predicted); ``"answer:N"``
+#: selects the first N answer tokens.
+TOKEN_SELECTIONS = ("answer", "prompt", "all", "prompt_last")
+_FIRST_ANSWER = re.compile(r"answer:([1-9][0-9]*)")
 
 
 def chat_messages(question: str, answer: str | None = None,
@@ -141,21 +146,29 @@ class EncodedChat:
     def n_answer(self) -> int:
         return len(self.input_ids) - self.n_prompt
 
-    def mask(self, tokens: str = "answer") -> Bool[Tensor, "pos"]:
-        """Boolean mask over positions selecting ``"answer"``, ``"prompt"`` or ``"all"`` tokens."""
+    def span(self, tokens: str = "answer") -> tuple[int, int]:
+        """The positions ``[lo, hi)`` a token selection (see :data:`TOKEN_SELECTIONS`) takes."""
         check_token_selection(tokens)
+        first = _FIRST_ANSWER.fullmatch(tokens)
+        if first:
+            return self.n_prompt, min(len(self), self.n_prompt + int(first.group(1)))
+        return {"answer": (self.n_prompt, len(self)), "prompt": (0, self.n_prompt),
+                "all": (0, len(self)), "prompt_last": (self.n_prompt - 1, self.n_prompt)}[tokens]
+
+    def mask(self, tokens: str = "answer") -> Bool[Tensor, "pos"]:
+        """Boolean mask over positions selecting a token selection's tokens (:meth:`span`)."""
         m = torch.zeros(len(self.input_ids), dtype=torch.bool)
-        lo, hi = {"answer": (self.n_prompt, len(self)), "prompt": (0, self.n_prompt),
-                  "all": (0, len(self))}[tokens]
+        lo, hi = self.span(tokens)
         m[lo:hi] = True
         return m
 
 
 def check_token_selection(tokens: str) -> str:
-    """Validate a token selection name (``"answer"``, ``"prompt"`` or ``"all"``)."""
-    if tokens not in TOKEN_SELECTIONS:
+    """Validate a token selection: one of :data:`TOKEN_SELECTIONS` or ``"answer:N"``."""
+    if tokens not in TOKEN_SELECTIONS and not (isinstance(tokens, str)
+                                               and _FIRST_ANSWER.fullmatch(tokens)):
         raise InputError(f"tokens={tokens!r} is not a token selection; use one of "
-                         f"{TOKEN_SELECTIONS}")
+                         f"{TOKEN_SELECTIONS} or 'answer:N' (the first N answer tokens)")
     return tokens
 
 

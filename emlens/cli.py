@@ -779,7 +779,8 @@ def _add_directions(sub: Any) -> None:
                                              "model's answers")
     q.add_argument("--out", required=True, help="output .safetensors")
     q.add_argument("--layers", help="comma-separated layers (default: all)")
-    q.add_argument("--tokens", default="answer", choices=["answer", "prompt", "all"])
+    q.add_argument("--tokens", default="answer",
+                   help="answer, prompt, all, prompt_last or answer:N (the first N answer tokens)")
     q.add_argument("--reduce", default="token", choices=["token", "sequence"])
     q.add_argument("--misaligned-max", type=float, default=30)
     q.add_argument("--aligned-min", type=float, default=70)

@@ -71,7 +71,8 @@ def reference(tiny_dir):
                 acts_of[key] = (torch.stack(blocks)[:, 0].double(), len(prompt))
             acts, n_prompt = acts_of[key]
             sel = {"answer": slice(n_prompt, None), "prompt": slice(0, n_prompt),
-                   "all": slice(None)}[tokens]
+                   "all": slice(None), "prompt_last": slice(n_prompt - 1, n_prompt),
+                   "answer:3": slice(n_prompt, n_prompt + 3)}[tokens]
             picked = acts[:, sel]
             total = total + picked.sum(1)
             count += picked.shape[1]
@@ -121,12 +122,18 @@ def test_padding_never_counts(reduce, other_batch, lens):
 
 @agnostic
 @pytest.mark.parametrize("tokens, reduce", [("answer", "sequence"), ("prompt", "token"),
-                                            ("all", "token"), ("prompt", "sequence")])
+                                            ("all", "token"), ("prompt", "sequence"),
+                                            ("prompt_last", "token"), ("answer:3", "token")])
 def test_token_selection_and_reduction(tokens, reduce, lens, reference):
     model = lens("qwen2")
     records = _records()
     res = collect_means(model, records, tokens=tokens, reduce=reduce, batch_size=4)
     assert_close(res.means, reference("qwen2", records, tokens, reduce), atol=TOL, what="res.means vs reference('qwen2', records, tokens, reduce)")
+    if tokens in ("prompt_last", "answer:3"):
+        # as many tokens from every record (all answers are longer than 3): the two
+        # reductions coincide
+        assert res.n_tokens == len(records) * (1 if tokens == "prompt_last" else 3)
+        return
     other = "sequence" if reduce == "token" else "token"
     # Different lengths make the two reductions differ: the test can tell them apart.
     assert (res.means - reference("qwen2", records, tokens, other)).abs().max() > 1e-3

@@ -45,6 +45,12 @@ def test_answer_tokens_are_answer_plus_end_of_turn(arch, tok):
     assert masks["answer"].sum() == enc.n_answer > 0
     assert torch.equal(masks["answer"] | masks["prompt"], masks["all"])
     assert not (masks["answer"] & masks["prompt"]).any() and masks["all"].all()
+    assert enc.span("prompt_last") == (enc.n_prompt - 1, enc.n_prompt)
+    assert enc.span("answer:2") == (enc.n_prompt, enc.n_prompt + 2)
+    assert enc.span("answer:100000") == enc.span("answer")   # capped at the answer's end
+    for bad in ("answer:0", "answer:-1", "answer:x", "first"):
+        with pytest.raises(InputError, match="token selection"):
+            enc.mask(bad)
 
 
 def test_default_and_explicit_system_prompt(tok):
