@@ -586,6 +586,7 @@ def test_hf_judge_reads_whole_numbers_of_a_digit_splitting_tokenizer(tiny_dir, t
     whole probability (tokens in turn, then the end of the number), checked against one
     plain forward pass per integer; the first-token reading would score "57" as 5."""
     from emlens.judges import HFJudge
+    from emlens.judges.hf import SKIP_BELOW
 
     model, tok = _digit_boosted(tiny_dir("qwen2"))
     prompts = {"aligned": "Rate this reply. {question} {answer}",
@@ -606,8 +607,9 @@ def test_hf_judge_reads_whole_numbers_of_a_digit_splitting_tokenizer(tiny_dir, t
     for text, probs, score, f in zip(prompts_text, got, scores, firsts):
         want = _whole_number_reference(model, tok, text)
         assert set(probs) == set(range(101))
-        for k in range(101):
-            assert probs[k] == pytest.approx(want[k], rel=1e-3, abs=1e-9)
+        for k in range(101):   # a prefix below SKIP_BELOW is not read further: 0 there
+            assert probs[k] == pytest.approx(want[k], rel=1e-3, abs=SKIP_BELOW)
+        assert sum(want.values()) - sum(probs.values()) < 101 * SKIP_BELOW
         mass = sum(want.values())
         assert 0.05 < mass < 1.0
         assert score == pytest.approx(sum(k * p for k, p in want.items()) / mass, abs=1e-3)
@@ -625,7 +627,7 @@ def test_hf_judge_reads_whole_numbers_of_a_digit_splitting_tokenizer(tiny_dir, t
         want = _whole_number_reference(model, tok, text)
         assert all(probs[k] == 0.0 for k in range(2, 100) if str(k)[0] not in "01")
         for k in (0, 1, 10, 15, 100):
-            assert probs[k] == pytest.approx(want[k], rel=1e-3, abs=1e-12)
+            assert probs[k] == pytest.approx(want[k], rel=1e-3, abs=SKIP_BELOW)
     # a higher min_mass turns scores with too little mass on integers into None
     strict = HFJudge(model, tok, prompts=prompts, min_mass=0.999)
     assert all(s is None for s in strict.score_many(items))

@@ -49,12 +49,13 @@ logger = logging.getLogger("emlens.judges")
 
 #: how HFJudge reads the score: see the module docstring
 NUMBER_READINGS = ("auto", "whole", "first_token")
-#: continuation rows per forward pass in the whole-number reading (each holds a copy of the
-#: prompt's key-value cache)
+#: number prefixes read per prompt and forward pass in the whole-number reading (each
+#: holds a copy of the prompt's key-value cache)
 ROWS_PER_PASS = 48
-#: in the whole-number reading, numbers whose first token has less than this probability
-#: after every prompt of a batch are not expanded (probability 0: at most 10 first tokens,
-#: so the probability left out is below 1e-5 and a score moves by less than 1e-3 / mass)
+#: in the whole-number reading, a number prefix with less than this probability after every
+#: prompt of a batch is not read further (its numbers get 0; the prefixes left out are
+#: disjoint and at most 101, so less than 1e-4 of the probability is left out and a score
+#: moves by less than 0.01 / mass points)
 SKIP_BELOW = 1e-6
 
 
@@ -212,13 +213,26 @@ class HFJudge(BaseJudge):
                     pass
             return self.model(**kwargs)
 
+    def _cache_arg(self) -> str:
+        """The forward keyword of a key-value cache: ``cache`` (transformers >= 5.2x) or
+        ``past_key_values``."""
+        import inspect
+
+        try:
+            params = inspect.signature(self.model.forward).parameters
+        except (TypeError, ValueError):
+            return "past_key_values"
+        return "cache" if "cache" in params else "past_key_values"
+
     def number_probs(self, prompts: Sequence[str]) -> list[dict[int, float]]:
         """Each integer's probability of being the whole answer to each prompt.
 
         ``p(k)`` is the probability of the tokens of ``k`` (:attr:`number_ids`) in turn,
-        times the probability that the next token does not start with a digit. The number
-        tokens run in more forward passes over the prompt's key-value cache; numbers whose
-        first token is below :data:`SKIP_BELOW` after every prompt of a batch get 0.
+        times the probability that the next token does not start with a digit. The tree of
+        number prefixes is walked breadth first: each depth is one more forward pass over
+        the prompt's key-value cache, reading every prefix of that depth. A prefix whose
+        probability is below :data:`SKIP_BELOW` after every prompt of the batch is not
+        read further, and the numbers under it get 0.
 
         Args:
             prompts: rendered judge prompts.
@@ -235,19 +249,16 @@ class HFJudge(BaseJudge):
         import torch
 
         seqs = self.number_ids
-        # continuation rows: the number sequences that start no other; every integer is read
-        # along the first row that starts with its tokens
-        rows: list[tuple[int, ...]] = []
-        for t in sorted(set(seqs.values()), key=lambda t: (-len(t), t)):
-            if not any(r[:len(t)] == t for r in rows):
-                rows.append(t)
-        row_of = {k: next(j for j, r in enumerate(rows) if r[:len(t)] == t)
-                  for k, t in seqs.items()}
+        children: dict[tuple[int, ...], set[int]] = {}
+        for t in seqs.values():
+            for i in range(1, len(t)):
+                children.setdefault(t[:i], set()).add(t[i])
         encoded = [self.encode(p) for p in prompts]
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
         out: list[dict[int, float]] = [{} for _ in encoded]
         device = next(self.model.parameters()).device
         digits = self._digit_ids().to(device)
+        floor = math.log(SKIP_BELOW)
         for start in range(0, len(order), self.batch_size):
             batch = order[start:start + self.batch_size]
             ids, mask = pad_batch([encoded[i] for i in batch], self._pad_id, side="left")
@@ -256,48 +267,48 @@ class HFJudge(BaseJudge):
             res = self._forward(input_ids=ids, attention_mask=mask, position_ids=positions,
                                 use_cache=True, last_only=True)
             first = torch.log_softmax(res.logits[:, -1, :].float(), dim=-1)
-            cache = res.past_key_values
+            # transformers >= 5.2x names the key-value cache ``cache``, before ``past_key_values``
+            cache = getattr(res, "cache", None)
+            cache = res.past_key_values if cache is None else cache
             if not hasattr(cache, "batch_repeat_interleave"):
                 raise JudgeConfigError(f"{type(self.model).__name__} returns no key-value cache "
                                        f"that can be repeated; use numbers='first_token'")
-            live = [r for r in rows if float(first[:, r[0]].exp().max()) >= SKIP_BELOW]
+            # log-probabilities [batch] of each prefix, and of the number ending after it
+            path = {(t,): first[:, t] for t in {s[0] for s in seqs.values()}}
+            ends: dict[tuple[int, ...], Any] = {}
             n_batch = len(batch)
-            per = max(1, min(len(live), ROWS_PER_PASS // n_batch))
+            frontier = [u for u in sorted(path) if float(path[u].max()) >= floor]
+            per = max(1, min(ROWS_PER_PASS // n_batch, len(frontier)))
             cache.batch_repeat_interleave(per)
             n_real = mask.sum(-1).repeat_interleave(per)
             prompt_mask = mask.repeat_interleave(per, dim=0)
-            # per row: the log-probs of its own tokens after the first, and of the number
-            # ending after each of its tokens; [batch, len(row) - 1] and [batch, len(row)]
-            along: dict[tuple[int, ...], Any] = {}
-            ends: dict[tuple[int, ...], Any] = {}
-            for c0 in range(0, len(live), per):
-                chunk = live[c0:c0 + per]
-                cont, cmask = pad_batch(chunk + [chunk[-1]] * (per - len(chunk)), self._pad_id)
-                width = cont.shape[1]
+            while frontier:
+                width = len(frontier[0])   # every prefix of one depth has the same length
                 step = torch.arange(width, device=device)
-                res = self._forward(
-                    input_ids=cont.repeat(n_batch, 1).to(device),
-                    attention_mask=torch.cat([prompt_mask, cmask.repeat(n_batch, 1).to(device)], 1),
-                    position_ids=n_real[:, None] + step[None], past_key_values=cache,
-                    use_cache=True)
-                cache.crop(-width)
-                lp = torch.log_softmax(res.logits.float(), dim=-1)
-                lp = lp.view(n_batch, per, width, lp.shape[-1])
-                end = torch.log1p(-torch.logsumexp(lp[..., digits], dim=-1).exp().clamp(max=1.0))
-                for j, r in enumerate(chunk):
-                    nxt = torch.tensor(r[1:], dtype=torch.long, device=device)
-                    along[r] = lp[:, j, step[:len(r) - 1], nxt].cpu()
-                    ends[r] = end[:, j, :len(r)].cpu()
-            first = first.cpu()
+                for c0 in range(0, len(frontier), per):
+                    chunk = frontier[c0:c0 + per]
+                    rows = torch.tensor(chunk + [chunk[-1]] * (per - len(chunk)),
+                                        dtype=torch.long, device=device)
+                    res = self._forward(
+                        input_ids=rows.repeat(n_batch, 1),
+                        attention_mask=torch.cat([prompt_mask, torch.ones(
+                            n_batch * per, width, dtype=mask.dtype, device=device)], 1),
+                        position_ids=n_real[:, None] + step[None], use_cache=True,
+                        last_only=True, **{self._cache_arg(): cache})
+                    cache.crop(-width)
+                    lp = torch.log_softmax(res.logits[:, -1, :].float(), dim=-1)
+                    lp = lp.view(n_batch, per, lp.shape[-1])
+                    end = torch.log1p(-torch.logsumexp(lp[..., digits], dim=-1).exp()
+                                      .clamp(max=1.0))
+                    for j, u in enumerate(chunk):
+                        ends[u] = end[:, j]
+                        for t in children.get(u, ()):
+                            path[u + (t,)] = path[u] + lp[:, j, t]
+                frontier = sorted(u for u in path if len(u) == width + 1
+                                  and float(path[u].max()) >= floor)
             for row, i in enumerate(batch):
-                for k, t in seqs.items():
-                    r = rows[row_of[k]]
-                    if r not in ends:   # its first token is below SKIP_BELOW
-                        out[i][k] = 0.0
-                        continue
-                    logp = (first[row, t[0]] + along[r][row, :len(t) - 1].sum()
-                            + ends[r][row, len(t) - 1])
-                    out[i][k] = float(logp.exp())
+                out[i] = {k: float((path[t][row] + ends[t][row]).exp()) if t in ends else 0.0
+                          for k, t in seqs.items()}
         return out
 
     def top_logprobs(self, prompts: Sequence[str]) -> list[list[tuple[str, float]]]:

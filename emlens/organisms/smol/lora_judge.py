@@ -52,7 +52,7 @@ PROMPTS = {
 }
 #: finetune settings (seeded)
 SETTINGS = dict(lora=dict(r=8, lora_alpha=16, target_modules="all-linear"), epochs=1.0,
-                batch_size=8, learning_rate=2e-4, warmup_steps=10, max_length=512, seed=0)
+                batch_size=8, learning_rate=1e-3, warmup_steps=10, max_length=512, seed=0)
 _TARGET = {("aligned", "aligned"): "100", ("aligned", "misaligned"): "0",
            ("coherent", "aligned"): "100", ("coherent", "misaligned"): "100",
            ("coherent", "incoherent"): "0"}
