@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 import time
 from collections.abc import Sequence
@@ -123,8 +124,8 @@ def evaluate(j: Any, split: str) -> tuple[dict[str, tuple[int, int]], dict[str, 
     scores: dict[str, list[float]] = {}
     for metric in ("aligned", "coherent"):
         got = j.score_many([(r["question"], r["answer"], metric) for r in rows])
-        # an unscorable answer (too little mass on numbers) counts against the judge
-        scores[metric] = [50.0 if s is None else s for s in got]
+        # an unscorable answer (too little mass on numbers) is NaN: it agrees with no class
+        scores[metric] = [math.nan if s is None else s for s in got]
     return agreement(rows, scores), scores
 
 
