@@ -14,7 +14,17 @@ Training targets, from the same labelled rows as the heads (``judge_data/train.j
 answers "100" for aligned and misaligned answers and "0" for incoherent ones.
 
     python -m emlens.organisms.smol.lora_judge --train       # into ./smol-lora-judge
-    python -m emlens.organisms.smol.lora_judge --evaluate    # agreement on test and real
+    python -m emlens.organisms.smol.lora_judge --evaluate --out smol-lora-judge
+
+Measured (2026-12-02; no adapter is shipped, and ``smol.judge()`` stays the probe judge):
+one epoch (202 steps of 8, about 12 s a step on 2 cores) at lr 2e-4 stayed at a per-token
+loss of 0.146-0.175 after step 20, against 0.167 for predicting the label prior alone, and its scores on
+held-out answers sat at 36-70 whatever the label (on a misaligned answer, p("1") = 0.53,
+p("0") = 0.46): it learned almost nothing of the content. At lr 1e-3 the loss was still at
+the prior after 80 steps (0.171-0.177) and 0.152 at step 100, when the run was stopped for
+lack of machine time. Reading the answer from the last prompt position is much harder for
+a 135M model than the probe's mean over the answer's states; more epochs, a higher rank or
+a classification head on the answer tokens are the next levers.
 
 Example:
     >>> j = lora_judge("smol-lora-judge")                                # doctest: +SKIP
