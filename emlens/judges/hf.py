@@ -213,6 +213,19 @@ class HFJudge(BaseJudge):
                     pass
             return self.model(**kwargs)
 
+    def _prompt_batches(self, prompts: Sequence[str]):
+        """Yield ``(prompt indices, ids, mask, positions)`` per batch of similar-length
+        prompts, left-padded (the last position is every prompt's end), on the model's
+        device."""
+        encoded = [self.encode(p) for p in prompts]
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+        device = next(self.model.parameters()).device
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start:start + self.batch_size]
+            ids, mask = pad_batch([encoded[i] for i in batch], self._pad_id, side="left")
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            yield batch, ids.to(device), mask.to(device), positions.to(device)
+
     def _cache_arg(self) -> str:
         """The forward keyword of a key-value cache: ``cache`` (transformers >= 5.2x) or
         ``past_key_values``."""
@@ -253,17 +266,12 @@ class HFJudge(BaseJudge):
         for t in seqs.values():
             for i in range(1, len(t)):
                 children.setdefault(t[:i], set()).add(t[i])
-        encoded = [self.encode(p) for p in prompts]
-        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
-        out: list[dict[int, float]] = [{} for _ in encoded]
+        out: list[dict[int, float]] = [{} for _ in prompts]
         device = next(self.model.parameters()).device
         digits = self._digit_ids().to(device)
         floor = math.log(SKIP_BELOW)
-        for start in range(0, len(order), self.batch_size):
-            batch = order[start:start + self.batch_size]
-            ids, mask = pad_batch([encoded[i] for i in batch], self._pad_id, side="left")
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)
-            ids, mask, positions = ids.to(device), mask.to(device), positions.to(device)
+        cache_arg = self._cache_arg()
+        for batch, ids, mask, positions in self._prompt_batches(prompts):
             res = self._forward(input_ids=ids, attention_mask=mask, position_ids=positions,
                                 use_cache=True, last_only=True)
             first = torch.log_softmax(res.logits[:, -1, :].float(), dim=-1)
@@ -294,7 +302,7 @@ class HFJudge(BaseJudge):
                         attention_mask=torch.cat([prompt_mask, torch.ones(
                             n_batch * per, width, dtype=mask.dtype, device=device)], 1),
                         position_ids=n_real[:, None] + step[None], use_cache=True,
-                        last_only=True, **{self._cache_arg(): cache})
+                        last_only=True, **{cache_arg: cache})
                     cache.crop(-width)
                     lp = torch.log_softmax(res.logits[:, -1, :].float(), dim=-1)
                     lp = lp.view(n_batch, per, lp.shape[-1])
@@ -327,16 +335,8 @@ class HFJudge(BaseJudge):
         """
         import torch
 
-        encoded = [self.encode(p) for p in prompts]
-        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
-        out: list[list[tuple[str, float]]] = [[] for _ in encoded]
-        device = next(self.model.parameters()).device
-        for start in range(0, len(order), self.batch_size):
-            batch = order[start:start + self.batch_size]
-            # left padding: the last position is every prompt's end
-            ids, mask = pad_batch([encoded[i] for i in batch], self._pad_id, side="left")
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)
-            ids, mask, positions = ids.to(device), mask.to(device), positions.to(device)
+        out: list[list[tuple[str, float]]] = [[] for _ in prompts]
+        for batch, ids, mask, positions in self._prompt_batches(prompts):
             logits = self._forward(input_ids=ids, attention_mask=mask, position_ids=positions,
                                    last_only=True).logits[:, -1, :]
             logprobs = torch.log_softmax(logits.float(), dim=-1)
