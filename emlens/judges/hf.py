@@ -43,7 +43,7 @@ from .protocol import (
     score_from_top_logprobs,
 )
 
-__all__ = ["HFJudge", "NUMBER_READINGS"]
+__all__ = ["NUMBER_READINGS", "HFJudge"]
 
 logger = logging.getLogger("emlens.judges")
 
