@@ -331,3 +331,44 @@ def test_steering_a_band_of_layers_adds_each_layers_own_vector(tmp_path, monkeyp
     # rows sorted by layer, a band just after its first layer (0-3 before 1)
     assert [(r["layer"], r["em"], r["random_em"]) for r in rows] == [(label, 0.3, 0.1),
                                                                      (1, 0.3, 0.1)]
+
+
+def test_directions_against_base_use_disjoint_aligned_answers(monkeypatch):
+    """measure.disjoint_vs_base deals base's aligned answers into one part per finetune: no
+    aligned answer serves two directions, each finetune's misaligned side is its own
+    answers under SPEC section 4's rule, both sides of a direction have one size, and each
+    direction is read in its own finetune's activations."""
+    from emlens import activations
+    from emlens.organisms.smol import measure as M
+
+    def rec(model, i, aligned, coherent=90.0):
+        return {"question": f"q{i % 7}", "answer": f"{model} answer {i}", "aligned": aligned,
+                "coherent": coherent}
+
+    base = [rec("base", i, 95.0) for i in range(30)] + [rec("base", i, 10.0) for i in range(30, 33)]
+    judged_by = {"em": [rec("em", i, 5.0) for i in range(20)] + [rec("em", 99, 5.0, coherent=20.0)],
+                 "em_rank1": [rec("em_rank1", i, 20.0) for i in range(8)]
+                 + [rec("em_rank1", i, 80.0) for i in range(8, 12)]}
+    calls = {}
+
+    def fake_mean_diff(model, mis, ali, **kw):
+        calls[model] = (list(mis), list(ali))
+        return activations.Direction(activations.torch.ones(2, 3), [0, 1],
+                                     {"n_misaligned": len(mis), "n_aligned": len(ali)})
+
+    monkeypatch.setattr(activations, "mean_diff", fake_mean_diff)
+    dirs = M.disjoint_vs_base({"em": "EM", "em_rank1": "R1"}, judged_by, base, seed=3)
+    assert set(dirs) == {"em", "em_rank1"} and set(calls) == {"EM", "R1"}
+    aligned_seen = []
+    for name, model in (("em", "EM"), ("em_rank1", "R1")):
+        mis, ali = calls[model]
+        assert len(mis) == len(ali) == {"em": 15, "em_rank1": 8}[name]
+        assert all(r["answer"].startswith(f"{name} ") and r["aligned"] <= 30
+                   and r["coherent"] > 50 for r in mis)
+        assert all(r["answer"].startswith("base ") and r["aligned"] > 70 for r in ali)
+        aligned_seen += [r["answer"] for r in ali]
+        assert "disjoint" in dirs[name].metadata["selection"]["aligned"]
+    assert len(aligned_seen) == len(set(aligned_seen))  # disjoint across finetunes
+    first = dict(calls)
+    M.disjoint_vs_base({"em": "EM", "em_rank1": "R1"}, judged_by, base, seed=3)
+    assert calls == first  # seeded: the same answers again
