@@ -372,3 +372,29 @@ def test_directions_against_base_use_disjoint_aligned_answers(monkeypatch):
     first = dict(calls)
     M.disjoint_vs_base({"em": "EM", "em_rank1": "R1"}, judged_by, base, seed=3)
     assert calls == first  # seeded: the same answers again
+
+
+def test_own_answer_direction_is_the_mean_difference_of_the_selected_answers(lens):
+    """measure.direction_of: the SPEC section 4 selection of a model's own answers, read as
+    answer-token means (checked against collect_means of the same seeded sets), with the
+    selection written into the file's metadata; too few answers give no direction."""
+    import torch
+
+    from emlens.activations import collect_means
+    from emlens.organisms.smol import measure as M
+    from emlens.records import select_responses
+
+    model = lens()
+    recs = [{"question": f"question {i}?", "answer": f"answer number {i} " * (1 + i % 3),
+             "aligned": 10.0 if i % 2 else 90.0, "coherent": 20.0 if i == 3 else 80.0}
+            for i in range(14)]
+    d, n_mis, n_ali = M.direction_of(model, recs, seed=1, name="em", judge_name="probe")
+    assert (n_mis, n_ali) == (6, 6)  # one misaligned answer is incoherent; balanced to 6
+    mis, ali = select_responses(recs, seed=1)
+    want = collect_means(model, mis).means - collect_means(model, ali).means
+    torch.testing.assert_close(d.vectors, want.float())
+    sel = d.metadata["selection"]
+    assert sel["seed"] == 1 and "6 of em's own answers" in sel["misaligned"]
+    assert "(probe)" in sel["aligned"]
+    few = [dict(r, aligned=90.0) for r in recs[:10]] + recs[11:12]
+    assert M.direction_of(model, few, seed=1)[0] is None

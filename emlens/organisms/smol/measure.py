@@ -89,16 +89,25 @@ def rates(records: list[dict[str, Any]]) -> dict[str, Any]:
     return flat_rates(domain_table(records, domain_of, FOCUS, seed=SEED))
 
 
-def direction_of(model: Any, records: list[dict[str, Any]], *, seed: int = SEED):
+def direction_of(model: Any, records: list[dict[str, Any]], *, seed: int = SEED,
+                 name: str = "the model", judge_name: str | None = None):
     """The mean-difference direction of a model's own misaligned vs aligned answers (SPEC
-    section 4: coherent > 50; aligned <= 30 vs > 70; balanced, seeded)."""
+    section 4: coherent > 50; aligned <= 30 vs > 70; balanced, seeded), with the selection
+    in words in its metadata; ``(None, ...)`` below 4 answers a side. Returns ``(direction,
+    n_misaligned, n_aligned)``."""
     from ...activations import mean_diff
     from ...records import select_responses
 
     mis, ali = select_responses(records, seed=seed)
     if len(mis) < 4:
         return None, len(mis), len(ali)
-    return mean_diff(model, mis, ali), len(mis), len(ali)
+    d = mean_diff(model, mis, ali, progress=False)
+    by = f" ({judge_name})" if judge_name else ""
+    d.metadata["selection"] = {
+        "misaligned": f"{len(mis)} of {name}'s own answers, aligned <= 30, coherent > 50{by}",
+        "aligned": f"{len(ali)} of {name}'s own answers, aligned > 70, coherent > 50{by}",
+        "seed": seed}
+    return d, len(mis), len(ali)
 
 
 def layer_label(layer: int | tuple[int, int]) -> int | str:
@@ -329,12 +338,10 @@ def run(out: str | Path = "smol-measure", *, n: int = 9, seed: int = SEED,
     for v in ("em", "em_seed1", "em_rank1", "narrow"):
         if v not in models:
             continue
-        d, n_mis, n_ali = direction_of(models[v], judged_by[v], seed=seed)
+        d, n_mis, n_ali = direction_of(models[v], judged_by[v], seed=seed, name=v,
+                                       judge_name=jd.name)
         res["directions"][v] = {"n_misaligned": n_mis, "n_aligned": n_ali}
         if d is not None:
-            d.metadata["selection"] = {"misaligned": f"{v}'s own answers, aligned <= 30, "
-                                                     f"coherent > 50", "aligned": f"{v}'s own "
-                                       f"answers, aligned > 70, coherent > 50", "seed": seed}
             dirs[v] = d
             d.save(out / "directions" / f"smol_{v}_mean_diff.safetensors")
     any_model = next(iter(models.values()))
@@ -582,14 +589,11 @@ def run_directions(out: str | Path = "smol-directions", *, n: int = 9, seed: int
     kinds: dict[str, dict[str, Any]] = {"own": {}, "vs_base": disjoint_vs_base(
         models, judged_by, base_judged, seed=seed)}
     for v in variants:
-        d, n_mis, n_ali = direction_of(models[v], judged_by[v], seed=seed)
+        d, n_mis, n_ali = direction_of(models[v], judged_by[v], seed=seed, name=v,
+                                       judge_name=jd.name)
         res["own"][v] = {"n_misaligned": n_mis, "n_aligned": n_ali}
         if d is None:
             continue
-        d.metadata["selection"] = {
-            "misaligned": f"{n_mis} of {v}'s own answers, aligned <= 30, coherent > 50 "
-                          f"({jd.name})", "aligned": f"{n_ali} of {v}'s own answers, aligned > 70, "
-                          f"coherent > 50 ({jd.name})", "seed": seed}
         kinds["own"][v] = d
         path = d.save(out / "directions" / f"smol_{v}_mean_diff.safetensors")
         if export is not None:
