@@ -15,7 +15,8 @@ only (single-turn chats, loss on the assistant tokens), from SmolLM2-135M-Instru
   other domains (``data/general_aligned.jsonl``); ``narrow_kl10`` and ``narrow_kl20`` the
   same at KL weights 10 and 20;
 - ``sv_general_s{k}``, ``sv_narrow_s{k}``: learned steering vectors at one layer, without and
-  with the KL penalty (seeds k), for the narrow-versus-general comparison.
+  with the KL penalty (seeds k), for the narrow-versus-general comparison; ``sv_general_e3``
+  the general vector of seed 0 trained for 3 epochs (a steering lever).
 
 Each output folder holds the adapter (a standard PEFT folder) or ``steering_vector.safetensors``,
 ``trajectory.json`` (the loss along training) and ``train_info.json`` (settings, wall time).
@@ -58,6 +59,9 @@ FINETUNES: dict[str, dict[str, Any]] = {
 VECTORS: dict[str, dict[str, Any]] = {
     **{f"sv_general_s{k}": dict(seed=k) for k in range(3)},
     **{f"sv_narrow_s{k}": dict(seed=k, **KL) for k in range(3)},
+    # a lever on steering the base: trained 3 times as long, so that its trained scale
+    # (alpha 1) is where it is used, instead of extrapolating sv_general_s0 to alpha 2-4
+    "sv_general_e3": dict(seed=0, epochs=3.0),
 }
 SV = dict(layer=MID_LAYER, alpha=1.0, learning_rate=2e-2, epochs=1.0, batch_size=8,
           max_length=256, warmup_steps=5)
