@@ -59,8 +59,8 @@ FINETUNES: dict[str, dict[str, Any]] = {
 VECTORS: dict[str, dict[str, Any]] = {
     **{f"sv_general_s{k}": dict(seed=k) for k in range(3)},
     **{f"sv_narrow_s{k}": dict(seed=k, **KL) for k in range(3)},
-    # a lever on steering the base: trained 3 times as long, so that its trained scale
-    # (alpha 1) is where it is used, instead of extrapolating sv_general_s0 to alpha 2-4
+    # a lever on steering the base: trained 3 times as long, so that a push of 25-37 is
+    # near its trained scale (alpha 1-1.5) instead of sv_general_s0 at alpha 2-3
     "sv_general_e3": dict(seed=0, epochs=3.0),
 }
 SV = dict(layer=MID_LAYER, alpha=1.0, learning_rate=2e-2, epochs=1.0, batch_size=8,
